@@ -1,0 +1,348 @@
+//! `eci-profile check`: what the webhook would do with pods, workloads or
+//! AdmissionReview requests, through the same code path as the server.
+
+use std::fmt::Write as _;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use eci_profile::decision::{Exclusions, Outcome, Target};
+use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
+use eci_profile::profile::SchedulingPolicy;
+use eci_profile::review::{self, Context, Evaluation};
+use eci_profile::sources::file::read_namespaces;
+use json_patch::PatchOperation;
+use serde_json::{Value, json};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Profile ConfigMap manifest or mounted directory [default: the embedded default profile]
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+    /// Namespace manifests giving namespace labels (e.g. `kubectl get ns -o yaml`)
+    #[arg(long, value_name = "FILE")]
+    namespaces_file: Option<PathBuf>,
+    /// Namespace for pods and workloads whose manifest names none [default: their own, else default]
+    #[arg(long, value_name = "NS")]
+    namespace: Option<String>,
+    /// Also leave pods in this namespace alone (repeatable; kube-system, kube-public and kube-node-lease always are)
+    #[arg(long = "exclude-namespace", value_name = "NS")]
+    exclude_namespaces: Vec<String>,
+    /// What to print
+    #[arg(short, long, value_enum, default_value_t = Output::Explain)]
+    output: Output,
+    /// Pod or workload manifests (YAML or JSON, several documents allowed) or
+    /// AdmissionReview requests (JSON); `-` or nothing reads standard input
+    #[arg(value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// In plain words: rules, policy, warnings and patch
+    Explain,
+    /// The pod after the patch
+    Pod,
+    /// The JSON Patch
+    Patch,
+    /// The AdmissionReview response the server sends
+    Review,
+}
+
+/// One request to decide.
+struct Case {
+    /// Where it came from, for `explain`.
+    label: String,
+    /// The AdmissionReview request body.
+    body: Vec<u8>,
+    /// Whether the input was YAML (for `-o pod`).
+    yaml: bool,
+}
+
+pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
+    let profile = super::load_profile(args.profile.as_deref())?;
+    let namespaces = match &args.namespaces_file {
+        Some(path) => read_namespaces(path)?,
+        None => StaticNamespaces::default(),
+    };
+    let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
+    let context = Context {
+        profile: &profile,
+        exclusions: &exclusions,
+        namespaces: &namespaces,
+    };
+    let mut cases = Vec::new();
+    for path in super::inputs(&args.inputs) {
+        read_cases(&path, args.namespace.as_deref(), &mut cases)?;
+    }
+    let mut out = String::new();
+    for (i, case) in cases.iter().enumerate() {
+        let (response, evaluation) =
+            review::review(&case.body, context).map_err(|e| format!("{}: {e}", case.label))?;
+        match args.output {
+            Output::Review => {
+                out.push_str(std::str::from_utf8(&response).expect("JSON is UTF-8"));
+                out.push('\n');
+            }
+            Output::Patch => {
+                out.push_str(&pretty(&evaluation.decision.patch));
+                out.push('\n');
+            }
+            Output::Pod => {
+                let mut pod = request_object(&case.body);
+                json_patch::patch(&mut pod, &evaluation.decision.patch)
+                    .map_err(|e| format!("{}: the patch does not apply: {e}", case.label))?;
+                if case.yaml {
+                    if i > 0 {
+                        out.push_str("---\n");
+                    }
+                    out.push_str(&serde_saphyr::to_string(&pod).map_err(|e| e.to_string())?);
+                } else {
+                    out.push_str(&pretty(&pod));
+                    out.push('\n');
+                }
+            }
+            Output::Explain => {
+                if i > 0 {
+                    out.push('\n');
+                }
+                explain(
+                    &mut out,
+                    &case.label,
+                    &evaluation,
+                    namespaces.labels(&evaluation.namespace).is_some(),
+                );
+            }
+        }
+    }
+    print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("JSON serialises")
+}
+
+/// `request.object` of a request body built or checked by `read_cases`.
+fn request_object(body: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|mut review| review.pointer_mut("/request/object").map(Value::take))
+        .unwrap_or(Value::Null)
+}
+
+/// Reads one input into cases: an AdmissionReview is used byte for byte;
+/// pods and workloads become the request kube-apiserver would send.
+fn read_cases(path: &Path, namespace: Option<&str>, cases: &mut Vec<Case>) -> Result<(), String> {
+    let name = if path == Path::new("-") {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{name}: cannot read: {e}"))?;
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?
+    };
+    let json = text.trim_start().starts_with('{');
+    if json && let Ok(document) = serde_json::from_str::<Value>(&text) {
+        if document["kind"] == "AdmissionReview" {
+            cases.push(Case {
+                label: name,
+                body: text.into_bytes(),
+                yaml: false,
+            });
+            return Ok(());
+        }
+        return add_document(&name, document, namespace, false, cases);
+    }
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
+        .map_err(|e| format!("{name}: not YAML or JSON: {}", e.without_snippet()))?;
+    for document in documents.into_iter().filter(|d| !d.is_null()) {
+        add_document(&name, document, namespace, !json, cases)?;
+    }
+    Ok(())
+}
+
+/// Workload kinds whose pod template `check` can try, and the kind of the
+/// pods' owner.
+const WORKLOADS: &[(&str, &str)] = &[
+    ("Deployment", "ReplicaSet"),
+    ("ReplicaSet", "ReplicaSet"),
+    ("StatefulSet", "StatefulSet"),
+    ("DaemonSet", "DaemonSet"),
+    ("Job", "Job"),
+    ("CronJob", "Job"),
+    ("ReplicationController", "ReplicationController"),
+];
+
+fn add_document(
+    file: &str,
+    document: Value,
+    namespace: Option<&str>,
+    yaml: bool,
+    cases: &mut Vec<Case>,
+) -> Result<(), String> {
+    let kind = document["kind"].as_str().unwrap_or("").to_string();
+    let name = document["metadata"]["name"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let pod = match kind.as_str() {
+        "AdmissionReview" => {
+            let body = serde_json::to_vec(&document).expect("JSON serialises");
+            cases.push(Case {
+                label: file.to_string(),
+                body,
+                yaml,
+            });
+            return Ok(());
+        }
+        "List" => {
+            for item in document["items"].as_array().into_iter().flatten() {
+                add_document(file, item.clone(), namespace, yaml, cases)?;
+            }
+            return Ok(());
+        }
+        "Pod" => document.clone(),
+        _ => match WORKLOADS.iter().find(|(k, _)| *k == kind) {
+            Some((_, owner)) => pod_from_template(&document, owner)
+                .ok_or_else(|| format!("{file}: {kind} {name} has no pod template"))?,
+            None => {
+                eprintln!(
+                    "{file}: skipping {kind} {name}: not a pod, a workload or an AdmissionReview"
+                );
+                return Ok(());
+            }
+        },
+    };
+    let namespace = namespace
+        .or_else(|| document["metadata"]["namespace"].as_str())
+        .unwrap_or("default")
+        .to_string();
+    let uid = format!("00000000-0000-4000-8000-{:012}", cases.len() + 1);
+    let label = if kind == "Pod" {
+        format!("{file}: Pod {namespace}/{name}")
+    } else {
+        format!("{file}: {kind} {namespace}/{name} (its pod template)")
+    };
+    cases.push(Case {
+        label,
+        body: review::pod_create_request(&pod, &namespace, &uid),
+        yaml,
+    });
+    Ok(())
+}
+
+/// The pod a workload controller would create from `workload`'s template.
+fn pod_from_template(workload: &Value, owner_kind: &str) -> Option<Value> {
+    let template = if workload["kind"] == "CronJob" {
+        workload.pointer("/spec/jobTemplate/spec/template")?
+    } else {
+        workload.pointer("/spec/template")?
+    };
+    let name = workload["metadata"]["name"].as_str().unwrap_or("workload");
+    let mut metadata = template
+        .get("metadata")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let metadata_map = metadata.as_object_mut()?;
+    metadata_map.insert("generateName".into(), format!("{name}-").into());
+    metadata_map.insert(
+        "ownerReferences".into(),
+        json!([{"apiVersion": "apps/v1", "kind": owner_kind, "name": name, "controller": true}]),
+    );
+    Some(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
+}
+
+/// Plain words about one evaluation.
+fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace_known: bool) {
+    let decision = &evaluation.decision;
+    let pod = evaluation
+        .pod
+        .as_ref()
+        .map(|p| format!("{}/{}", evaluation.namespace, p.display_name()))
+        .unwrap_or_else(|| "(not a pod creation)".into());
+    let _ = writeln!(out, "{label}");
+    let _ = writeln!(out, "  pod:       {pod}");
+    if evaluation.pod.is_some() && !namespace_known {
+        let _ = writeln!(
+            out,
+            "  namespace: labels unknown (give --namespaces-file); only {} is known",
+            eci_profile::labels::NAMESPACE_NAME_LABEL
+        );
+    }
+    let result = match &decision.outcome {
+        Outcome::Mutated => "MUTATED: sent to a virtual node".to_string(),
+        Outcome::Unchanged => {
+            "UNCHANGED: sent to a virtual node; it already has everything".to_string()
+        }
+        Outcome::Skipped(reason) => format!("SKIPPED: left unchanged: {reason}"),
+    };
+    let _ = writeln!(out, "  result:    {result}");
+    if !decision.selected.is_empty() {
+        let rules: Vec<String> = decision
+            .selected
+            .iter()
+            .map(|r| format!("{} (priority {}, policy {})", r.name, r.priority, r.policy))
+            .collect();
+        let _ = writeln!(out, "  selected:  {}", rules.join("; "));
+    }
+    match (decision.target, decision.policy) {
+        (Some(Target::ByHand), _) => {
+            let _ = writeln!(
+                out,
+                "  targeted:  by hand: the pod already has the virtual node's nodeSelector; tolerations only"
+            );
+        }
+        (_, Some(policy)) => {
+            let what = match policy {
+                SchedulingPolicy::VirtualNodeOnly => {
+                    "virtual nodes only: nodeSelector and tolerations"
+                }
+                SchedulingPolicy::NormalNodePrefer => {
+                    "real nodes first, virtual nodes as overflow: tolerations and a preferred node affinity"
+                }
+                SchedulingPolicy::Fair => "either kind of node: tolerations only",
+            };
+            let _ = writeln!(out, "  policy:    {policy} ({what})");
+        }
+        _ => {}
+    }
+    let effect_only: Vec<&str> = decision
+        .applied
+        .iter()
+        .copied()
+        .filter(|name| !decision.selected.iter().any(|r| r.name == *name))
+        .collect();
+    if !effect_only.is_empty() {
+        let _ = writeln!(
+            out,
+            "  effects:   also from rules without selector: {}",
+            effect_only.join(", ")
+        );
+    }
+    for warning in &decision.warnings {
+        let _ = writeln!(out, "  warning:   {warning}");
+    }
+    if decision.patch.0.is_empty() {
+        let _ = writeln!(out, "  patch:     none");
+    } else {
+        let _ = writeln!(out, "  patch:     {} operation(s)", decision.patch.0.len());
+        for op in &decision.patch.0 {
+            if let PatchOperation::Add(add) = op {
+                let _ = writeln!(out, "    add {} {}", add.path, add.value);
+            }
+        }
+    }
+}

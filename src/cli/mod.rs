@@ -1,0 +1,82 @@
+//! Command-line interface: `check`, `validate`.
+
+mod check;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use eci_profile::profile::{self, Profile, ProfileData, Severity};
+use eci_profile::sources::file::read_profile;
+
+/// Sends Kubernetes pods to virtual nodes (ECI / virtual-kubelet) by the
+/// rules of an eci-profile ConfigMap.
+#[derive(Debug, Parser)]
+#[command(name = "eci-profile", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show what the webhook does with pods or AdmissionReview requests.
+    Check(check::CheckArgs),
+    /// Validate profile ConfigMaps (manifests or mounted directories).
+    Validate(validate::ValidateArgs),
+}
+
+/// Exit code for a refused profile or unreadable input.
+const FAILURE: u8 = 1;
+
+/// Runs the command line; returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Validate(args) => validate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("eci-profile: {message}");
+            ExitCode::from(FAILURE)
+        }
+    }
+}
+
+/// Loads and compiles a profile file, or the embedded default without one.
+/// Warnings go to stderr; errors refuse the profile.
+fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
+    let (data, name) = match path {
+        Some(path) => (
+            read_profile(path).map_err(|d| d.to_string())?,
+            path.display().to_string(),
+        ),
+        None => (
+            ProfileData::from_manifest("<embedded default profile>", profile::EMBEDDED_DEFAULT)
+                .map_err(|d| d.to_string())?,
+            "<embedded default profile>".to_string(),
+        ),
+    };
+    let (profile, diagnostics) = profile::compile(&data)
+        .into_result()
+        .map_err(|e| format!("{name}: {e}"))?;
+    for d in diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+    {
+        eprintln!("{d}");
+    }
+    Ok(profile)
+}
+
+/// Files named on the command line, or `-` for standard input.
+fn inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
+    if paths.is_empty() {
+        vec![PathBuf::from("-")]
+    } else {
+        paths.to_vec()
+    }
+}

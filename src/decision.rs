@@ -1,0 +1,557 @@
+//! The decision: given a pod being created, its namespace's labels and the
+//! profile, which rules select it, whether it may go to a virtual node, and
+//! the patch that sends it there. Pure: no I/O, no clock, no globals.
+//!
+//! The numbered steps below follow the product's specification.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Value, json};
+
+use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
+use crate::patch::PatchBuilder;
+use crate::pod::Pod;
+use crate::profile::{Profile, Rule, SchedulingPolicy};
+use crate::selector::{LabelSource, NamespaceLabels};
+
+/// The annotation listing the rules applied to a pod.
+pub const APPLIED_ANNOTATION: &str = "eci-profile.io/selectors";
+/// The pod label that opts a pod out: `eci-profile.io/exclude: "true"`.
+pub const EXCLUDE_LABEL: &str = "eci-profile.io/exclude";
+/// Namespaces excluded unless configured otherwise.
+pub const DEFAULT_EXCLUDED_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// Namespaces whose pods are never touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exclusions {
+    namespaces: BTreeSet<String>,
+}
+
+impl Default for Exclusions {
+    fn default() -> Self {
+        Self::with_namespaces(std::iter::empty::<String>())
+    }
+}
+
+impl Exclusions {
+    /// The default exclusions plus `extra` namespaces.
+    pub fn with_namespaces(extra: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let mut namespaces: BTreeSet<String> = DEFAULT_EXCLUDED_NAMESPACES
+            .iter()
+            .map(|ns| ns.to_string())
+            .collect();
+        namespaces.extend(extra.into_iter().map(Into::into));
+        Self { namespaces }
+    }
+
+    /// Whether pods in `namespace` are left alone.
+    pub fn excludes(&self, namespace: &str) -> bool {
+        self.namespaces.contains(namespace)
+    }
+
+    /// The excluded namespaces, sorted.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        self.namespaces.iter().map(String::as_str)
+    }
+}
+
+/// What the webhook does with a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod is patched.
+    Mutated,
+    /// The pod is sent to a virtual node but already has everything.
+    Unchanged,
+    /// The pod is left alone, for this reason.
+    Skipped(SkipReason),
+}
+
+impl Outcome {
+    /// `mutated`, `unchanged` or `skipped`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Mutated => "mutated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// Why a pod is left alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Not a CREATE of a core Pod (or a subresource).
+    NotPodCreate,
+    /// The pod in the request could not be read.
+    UnreadableObject(String),
+    ExcludedNamespace(String),
+    ExcludedByLabel,
+    /// No rule selects the pod and it was not scheduled to a virtual node by hand.
+    NotSelected,
+    DaemonSet(String),
+    MirrorPod,
+    HostNetwork,
+    HostPid,
+    HostIpc,
+    HostPath {
+        volume: String,
+    },
+    HostPort {
+        container: String,
+        port: i32,
+    },
+    NodeName(String),
+    NodeSelectorConflict {
+        key: String,
+        value: String,
+        wanted: String,
+    },
+}
+
+impl SkipReason {
+    /// A short stable code, for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::NotPodCreate => "not-pod-create",
+            SkipReason::UnreadableObject(_) => "unreadable-object",
+            SkipReason::ExcludedNamespace(_) => "excluded-namespace",
+            SkipReason::ExcludedByLabel => "excluded-label",
+            SkipReason::NotSelected => "not-selected",
+            SkipReason::DaemonSet(_) => "daemonset",
+            SkipReason::MirrorPod => "mirror-pod",
+            SkipReason::HostNetwork => "host-network",
+            SkipReason::HostPid => "host-pid",
+            SkipReason::HostIpc => "host-ipc",
+            SkipReason::HostPath { .. } => "host-path",
+            SkipReason::HostPort { .. } => "host-port",
+            SkipReason::NodeName(_) => "node-name",
+            SkipReason::NodeSelectorConflict { .. } => "node-selector-conflict",
+        }
+    }
+
+    /// Whether the pod was meant for a virtual node but cannot go there, which
+    /// the user is told in a warning.
+    pub fn is_incompatibility(&self) -> bool {
+        !matches!(
+            self,
+            SkipReason::NotPodCreate
+                | SkipReason::UnreadableObject(_)
+                | SkipReason::ExcludedNamespace(_)
+                | SkipReason::ExcludedByLabel
+                | SkipReason::NotSelected
+        )
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            SkipReason::NotPodCreate => f.write_str("not the creation of a pod"),
+            SkipReason::UnreadableObject(why) => f.write_str(why),
+            SkipReason::ExcludedNamespace(ns) => write!(f, "namespace {ns} is excluded"),
+            SkipReason::ExcludedByLabel => write!(f, "the pod is labelled {EXCLUDE_LABEL}=true"),
+            SkipReason::NotSelected => f.write_str("no rule selects the pod"),
+            SkipReason::DaemonSet(name) => write!(f, "it is owned by DaemonSet {name}"),
+            SkipReason::MirrorPod => f.write_str("it is a mirror (static) pod"),
+            SkipReason::HostNetwork => f.write_str("it uses hostNetwork"),
+            SkipReason::HostPid => f.write_str("it uses hostPID"),
+            SkipReason::HostIpc => f.write_str("it uses hostIPC"),
+            SkipReason::HostPath { volume } => write!(f, "volume {volume} is a hostPath"),
+            SkipReason::HostPort { container, port } => {
+                write!(f, "container {container} uses hostPort {port}")
+            }
+            SkipReason::NodeName(node) => write!(f, "spec.nodeName is already set ({node})"),
+            SkipReason::NodeSelectorConflict { key, value, wanted } => write!(
+                f,
+                "its nodeSelector {key}={value} differs from the virtual node's {key}={wanted}"
+            ),
+        }
+    }
+}
+
+/// Why a pod is sent to a virtual node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// At least one rule selects it.
+    Rules,
+    /// It already carries the virtual node's nodeSelector.
+    ByHand,
+}
+
+/// The full account of one decision.
+#[derive(Clone, Debug)]
+pub struct Decision<'p> {
+    pub outcome: Outcome,
+    /// Why the pod is sent to a virtual node, if it is meant to be.
+    pub target: Option<Target>,
+    /// The selecting rules, in order.
+    pub selected: Vec<&'p Rule>,
+    /// The rules recorded in [`APPLIED_ANNOTATION`]: selecting, then effect-only.
+    pub applied: Vec<&'p str>,
+    /// The scheduling policy used (the first selecting rule's); `None` by hand or when skipped.
+    pub policy: Option<SchedulingPolicy>,
+    /// Messages for the user (returned as admission warnings).
+    pub warnings: Vec<String>,
+    pub patch: json_patch::Patch,
+}
+
+impl Decision<'_> {
+    /// A decision that leaves the object alone.
+    pub fn skipped(reason: SkipReason) -> Self {
+        Decision {
+            outcome: Outcome::Skipped(reason),
+            target: None,
+            selected: Vec::new(),
+            applied: Vec::new(),
+            policy: None,
+            warnings: Vec::new(),
+            patch: json_patch::Patch::default(),
+        }
+    }
+}
+
+/// Decides what to do with `pod`, being created in `namespace`, whose labels
+/// are `namespace_labels` (`None` when unknown).
+pub fn decide<'p>(
+    pod: &Pod,
+    namespace: &str,
+    namespace_labels: Option<&Labels>,
+    profile: &'p Profile,
+    exclusions: &Exclusions,
+) -> Decision<'p> {
+    // 2. Exclusions.
+    if exclusions.excludes(namespace) {
+        return Decision::skipped(SkipReason::ExcludedNamespace(namespace.to_string()));
+    }
+    if pod.label(EXCLUDE_LABEL) == Some("true") {
+        return Decision::skipped(SkipReason::ExcludedByLabel);
+    }
+
+    // 3. Selection.
+    let namespace = NamespaceLabels {
+        name: namespace,
+        labels: namespace_labels,
+    };
+    let virtual_node = profile.virtual_node();
+    let by_hand = virtual_node
+        .node_selector
+        .iter()
+        .all(|(k, v)| pod.node_selector(k) == Some(v));
+    let mut selection = select(profile, &PodLabels { pod, extra: &[] }, namespace);
+    let mut warnings = Vec::new();
+    if profile.effects_feed_selection {
+        // Effect labels can make more (or fewer) rules select the pod when the
+        // API server calls again with the patched pod: settle that now, so a
+        // second call finds nothing to add.
+        let mut settled = false;
+        for _ in 0..=profile.rule_count() {
+            if selection.rules.is_empty() && !by_hand {
+                settled = true;
+                break;
+            }
+            let extra = added_labels(pod, &selection.rules, profile);
+            let next = select(profile, &PodLabels { pod, extra: &extra }, namespace);
+            if same_rules(&next.rules, &selection.rules) {
+                settled = true;
+                break;
+            }
+            selection = next;
+        }
+        if !settled {
+            warnings.push(format!(
+                "eci-profile: the labels added by rules {} change which rules select the pod; using the last selection",
+                names(&selection.rules).join(",")
+            ));
+        }
+    }
+    if !selection.unknown_namespace.is_empty() {
+        warnings.push(format!(
+            "eci-profile: labels of namespace {} are unknown; namespaceSelector of rule(s) {} not matched",
+            namespace.name,
+            selection.unknown_namespace.join(",")
+        ));
+    }
+
+    // 4. Targeting.
+    let target = if !selection.rules.is_empty() {
+        Target::Rules
+    } else if by_hand {
+        Target::ByHand
+    } else {
+        let mut decision = Decision::skipped(SkipReason::NotSelected);
+        decision.warnings = warnings;
+        return decision;
+    };
+    let selected = selection.rules;
+
+    // 5. Pods that cannot run on a virtual node, or whose placement the user already chose.
+    if let Some(reason) = incompatibility(pod, profile) {
+        warnings.push(format!(
+            "eci-profile: pod not sent to a virtual node{}: {reason}",
+            match selected.first() {
+                Some(rule) => format!(" (rule {})", rule.name),
+                None => String::new(),
+            }
+        ));
+        let mut decision = Decision::skipped(reason);
+        decision.target = Some(target);
+        decision.selected = selected;
+        decision.warnings = warnings;
+        return decision;
+    }
+
+    let mut patch = PatchBuilder::default();
+
+    // 7–8. Effects, then the record of applied rules.
+    let effect_rules = || selected.iter().copied().chain(profile.effect_only_rules());
+    let applied: Vec<&'p str> = effect_rules().map(|r| r.name.as_str()).collect();
+    let mut annotations: Vec<(&str, &str)> = Vec::new();
+    let candidates = effect_rules()
+        .flat_map(|r| &r.annotations)
+        .chain(profile.cluster_annotations())
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    let applied_value = applied.join(",");
+    let record = (!applied.is_empty()).then_some((APPLIED_ANNOTATION, applied_value.as_str()));
+    for (key, value) in candidates.chain(record) {
+        if !pod.has_annotation(key) && !annotations.iter().any(|(k, _)| *k == key) {
+            annotations.push((key, value));
+        }
+    }
+    patch.add_to_object(
+        &["metadata", "annotations"],
+        pod.metadata.annotations.is_some(),
+        annotations.into_iter().map(|(k, v)| (k, json!(v))),
+    );
+    let labels = added_labels(pod, &selected, profile);
+    patch.add_to_object(
+        &["metadata", "labels"],
+        pod.metadata.labels.is_some(),
+        labels.into_iter().map(|(k, v)| (k, json!(v))),
+    );
+
+    // 6. Scheduling, by the first selecting rule's policy; by hand, tolerations only.
+    let policy = selected.first().map(|r| r.policy);
+    if policy == Some(SchedulingPolicy::VirtualNodeOnly) {
+        patch.add_to_object(
+            &["spec", "nodeSelector"],
+            pod.spec.node_selector.is_some(),
+            virtual_node
+                .node_selector
+                .iter()
+                .filter(|(k, _)| pod.node_selector(k).is_none())
+                .map(|(k, v)| (k.as_str(), json!(v))),
+        );
+    }
+    patch.append_to_array(
+        &["spec", "tolerations"],
+        pod.spec.tolerations.is_some(),
+        virtual_node
+            .tolerations
+            .iter()
+            .filter(|t| !pod.tolerates(t))
+            .map(|t| serde_json::to_value(t).expect("a toleration serialises")),
+    );
+    if policy == Some(SchedulingPolicy::NormalNodePrefer) {
+        prefer_normal_nodes(&mut patch, pod, profile);
+    }
+
+    let outcome = if patch.is_empty() {
+        Outcome::Unchanged
+    } else {
+        Outcome::Mutated
+    };
+    Decision {
+        outcome,
+        target: Some(target),
+        selected,
+        applied,
+        policy,
+        warnings,
+        patch: patch.build(),
+    }
+}
+
+/// The preferred node-affinity term that favours nodes without the virtual
+/// node's labels: real nodes first, virtual nodes as overflow.
+pub fn normal_node_preference(profile: &Profile) -> Value {
+    let expressions: Vec<Value> = profile
+        .virtual_node()
+        .node_selector
+        .iter()
+        .map(|(k, v)| json!({"key": k, "operator": "NotIn", "values": [v]}))
+        .collect();
+    json!({"weight": 100, "preference": {"matchExpressions": expressions}})
+}
+
+fn prefer_normal_nodes(patch: &mut PatchBuilder, pod: &Pod, profile: &Profile) {
+    let term = normal_node_preference(profile);
+    if pod
+        .preferred_node_affinity()
+        .is_some_and(|terms| terms.contains(&term))
+    {
+        return;
+    }
+    let affinity = pod.spec.affinity.as_ref();
+    let node_affinity = affinity.and_then(|a| a.node_affinity.as_ref());
+    patch.ensure_object(&["spec", "affinity"], affinity.is_some());
+    patch.ensure_object(
+        &["spec", "affinity", "nodeAffinity"],
+        node_affinity.is_some(),
+    );
+    patch.append_to_array(
+        &[
+            "spec",
+            "affinity",
+            "nodeAffinity",
+            "preferredDuringSchedulingIgnoredDuringExecution",
+        ],
+        pod.preferred_node_affinity().is_some(),
+        [term],
+    );
+}
+
+/// The first reason, if any, why a targeted pod must be left alone.
+fn incompatibility(pod: &Pod, profile: &Profile) -> Option<SkipReason> {
+    if let Some(owner) = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.kind == "DaemonSet")
+    {
+        return Some(SkipReason::DaemonSet(owner.name.clone()));
+    }
+    if pod.has_annotation("kubernetes.io/config.mirror") {
+        return Some(SkipReason::MirrorPod);
+    }
+    let spec = &pod.spec;
+    if spec.host_network == Some(true) {
+        return Some(SkipReason::HostNetwork);
+    }
+    if spec.host_pid == Some(true) {
+        return Some(SkipReason::HostPid);
+    }
+    if spec.host_ipc == Some(true) {
+        return Some(SkipReason::HostIpc);
+    }
+    if let Some(volume) = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.host_path.is_some())
+    {
+        return Some(SkipReason::HostPath {
+            volume: volume.name.clone(),
+        });
+    }
+    for container in pod.all_containers() {
+        if let Some(port) = container
+            .ports
+            .iter()
+            .flatten()
+            .find_map(|p| p.host_port.filter(|&hp| hp != 0))
+        {
+            return Some(SkipReason::HostPort {
+                container: container.name.clone(),
+                port,
+            });
+        }
+    }
+    if let Some(node) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
+        return Some(SkipReason::NodeName(node.clone()));
+    }
+    for (key, wanted) in &profile.virtual_node().node_selector {
+        if let Some(value) = pod.node_selector(key).filter(|v| v != wanted) {
+            return Some(SkipReason::NodeSelectorConflict {
+                key: key.clone(),
+                value: value.to_string(),
+                wanted: wanted.clone(),
+            });
+        }
+    }
+    None
+}
+
+/// The rules that select a pod, and those that might have but for unknown namespace labels.
+struct Selection<'p> {
+    rules: Vec<&'p Rule>,
+    unknown_namespace: Vec<&'p str>,
+}
+
+fn select<'p>(
+    profile: &'p Profile,
+    pod_labels: &PodLabels<'_>,
+    namespace: NamespaceLabels<'_>,
+) -> Selection<'p> {
+    let mut selection = Selection {
+        rules: Vec::new(),
+        unknown_namespace: Vec::new(),
+    };
+    for rule in profile.selecting_rules() {
+        if !rule
+            .object_selector
+            .as_ref()
+            .is_none_or(|s| s.matches(pod_labels))
+        {
+            continue;
+        }
+        let namespace_matches = match &rule.namespace_selector {
+            None => true,
+            Some(s) if namespace.labels.is_some() || s.uses_only_key(NAMESPACE_NAME_LABEL) => {
+                s.matches(&namespace)
+            }
+            Some(_) => {
+                selection.unknown_namespace.push(&rule.name);
+                false
+            }
+        };
+        if namespace_matches {
+            selection.rules.push(rule);
+        }
+    }
+    selection
+}
+
+/// Labels the effects of `selected` and the effect-only rules add to `pod`:
+/// none it already has, the first rule winning.
+fn added_labels<'p>(
+    pod: &Pod,
+    selected: &[&'p Rule],
+    profile: &'p Profile,
+) -> Vec<(&'p str, &'p str)> {
+    let mut labels: Vec<(&str, &str)> = Vec::new();
+    for (key, value) in selected
+        .iter()
+        .copied()
+        .chain(profile.effect_only_rules())
+        .flat_map(|r| &r.labels)
+    {
+        if !pod.has_label(key) && !labels.iter().any(|(k, _)| k == key) {
+            labels.push((key, value));
+        }
+    }
+    labels
+}
+
+fn same_rules(a: &[&Rule], b: &[&Rule]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::ptr::eq(*x, *y))
+}
+
+fn names<'p>(rules: &[&'p Rule]) -> Vec<&'p str> {
+    rules.iter().map(|r| r.name.as_str()).collect()
+}
+
+/// A pod's labels, plus labels that effects would add.
+struct PodLabels<'a> {
+    pod: &'a Pod,
+    extra: &'a [(&'a str, &'a str)],
+}
+
+impl LabelSource for PodLabels<'_> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.pod
+            .label(key)
+            .or_else(|| self.extra.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+    }
+}

@@ -1,0 +1,10 @@
+pub mod decision;
+pub mod eci_annotations;
+pub mod labels;
+pub mod namespaces;
+pub mod patch;
+pub mod pod;
+pub mod profile;
+pub mod review;
+pub mod selector;
+pub mod sources;

@@ -1,0 +1,96 @@
+//! Findings about a profile: errors (the profile is refused), warnings and
+//! information, each naming the selector and field, and where possible the
+//! file, line and column.
+
+use std::fmt;
+
+use super::node::Position;
+
+/// How serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The profile is refused.
+    Error,
+    /// Probably a mistake; the profile is still used.
+    Warning,
+    /// Worth knowing; nothing is wrong.
+    Info,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        })
+    }
+}
+
+/// One finding about a profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// The file the finding is in, when the profile came from a file.
+    pub file: Option<String>,
+    /// Line and column in `file`, when known.
+    pub position: Option<Position>,
+    /// The selector's name (or `selectors[i]` when it has none).
+    pub selector: Option<String>,
+    /// The field, as a path from the ConfigMap's data key, e.g. `selectors[0].effect.labels`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}:")?;
+            if let Some(p) = self.position.filter(|p| p.is_known()) {
+                write!(f, "{}:{}:", p.line, p.column)?;
+            }
+            f.write_str(" ")?;
+        }
+        write!(f, "{}: ", self.severity)?;
+        if let Some(selector) = &self.selector {
+            write!(f, "selector {selector:?}: ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// The findings of one compilation, in the order they were found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl Diagnostics {
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        self.errors().next().is_some()
+    }
+
+    /// The errors only.
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter().filter(|d| d.severity == Severity::Error)
+    }
+
+    /// Every finding.
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading the profile out of a ConfigMap manifest (YAML or JSON, as
+//! `kubectl apply` takes it).
+
+use super::node::{self, Node, Position, Value};
+use super::{Diagnostic, Diagnostics, Entry, Origin, ProfileData, Severity};
+
+impl ProfileData {
+    /// Reads the `data` of a ConfigMap manifest; `file` names it in messages.
+    pub fn from_manifest(file: &str, manifest: &str) -> Result<Self, Diagnostics> {
+        let error = |position: Position, field: &str, message: String| {
+            Diagnostics(vec![Diagnostic {
+                severity: Severity::Error,
+                file: Some(file.to_string()),
+                position: Some(position),
+                selector: None,
+                field: field.to_string(),
+                message,
+            }])
+        };
+        let root = node::parse(manifest).map_err(|e| error(e.position, "", e.message))?;
+        let Value::Mapping(fields) = &root.value else {
+            return Err(error(
+                root.position,
+                "",
+                format!("expected a ConfigMap manifest, found {}", root.value.kind()),
+            ));
+        };
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v)
+        };
+        match field("kind").map(|k| &k.value) {
+            Some(Value::String(kind)) if kind == "ConfigMap" => {}
+            Some(other) => {
+                let kind = match other {
+                    Value::String(s) => s.clone(),
+                    v => v.kind().to_string(),
+                };
+                return Err(error(
+                    root.position,
+                    "kind",
+                    format!("expected kind ConfigMap, found {kind}"),
+                ));
+            }
+            None => {
+                return Err(error(
+                    root.position,
+                    "kind",
+                    "expected a ConfigMap manifest (kind: ConfigMap)".into(),
+                ));
+            }
+        }
+        let mut data = ProfileData::default();
+        let Some(data_node) = field("data") else {
+            return Ok(data);
+        };
+        let entries = match &data_node.value {
+            Value::Null => return Ok(data),
+            Value::Mapping(entries) => entries,
+            other => {
+                return Err(error(
+                    data_node.position,
+                    "data",
+                    format!("must be an object of strings, found {}", other.kind()),
+                ));
+            }
+        };
+        let mut errors = Vec::new();
+        for (key, value) in entries {
+            let Some(key) = key.as_str() else {
+                errors.extend(error(key.position, "data", "keys must be strings".into()).0);
+                continue;
+            };
+            let text = match &value.value {
+                Value::String(s) => s.clone(),
+                // Go decodes a null into a string field as "".
+                Value::Null => String::new(),
+                other => {
+                    errors.extend(
+                        error(
+                            value.position,
+                            key,
+                            format!(
+                                "must be a string, found {}: ConfigMap data holds strings only (quote the value)",
+                                other.kind()
+                            ),
+                        )
+                        .0,
+                    );
+                    continue;
+                }
+            };
+            let origin = origin_of(file, manifest, value);
+            data.entries.insert(key.to_string(), Entry { text, origin });
+        }
+        if errors.is_empty() {
+            Ok(data)
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+}
+
+/// Where a data value stands in the manifest: a literal block (`|`, `|-`,
+/// `|+`) can be mapped line by line; anything else cannot.
+///
+/// The parser places a block scalar at its first character of content; the
+/// header (`key: |`) is on the nearest non-blank line above.
+fn origin_of(file: &str, manifest: &str, value: &Node) -> Origin {
+    let unmapped = Origin::Unmapped(file.to_string());
+    let Some(content_index) = (value.position.line as usize).checked_sub(1) else {
+        return unmapped;
+    };
+    let lines: Vec<&str> = manifest.lines().take(content_index).collect();
+    let Some(header_index) = lines.iter().rposition(|l| !l.trim().is_empty()) else {
+        return unmapped;
+    };
+    let header = lines[header_index];
+    let header = header.split(" #").next().unwrap_or(header).trim_end();
+    if !(header.ends_with(" |") || header.ends_with(" |-") || header.ends_with(" |+")) {
+        return unmapped;
+    }
+    Origin::Block {
+        file: file.to_string(),
+        first_line: header_index as u64 + 2,
+        indent: value.position.column - 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_data_and_maps_literal_blocks() {
+        let manifest = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eci-profile\ndata:\n  vpcId: vpc-1\n  selectors: |\n    [\n      {\"name\": \"a\"}\n    ]\n";
+        let data = ProfileData::from_manifest("p.yaml", manifest).unwrap();
+        assert_eq!(data.entries["vpcId"].text, "vpc-1");
+        assert_eq!(
+            data.entries["vpcId"].origin,
+            Origin::Unmapped("p.yaml".into())
+        );
+        let selectors = &data.entries["selectors"];
+        assert!(selectors.text.starts_with("[\n"));
+        assert_eq!(
+            selectors.origin,
+            Origin::Block {
+                file: "p.yaml".into(),
+                first_line: 8,
+                indent: 4
+            }
+        );
+    }
+
+    #[test]
+    fn json_manifests_are_read() {
+        let manifest = r#"{"apiVersion":"v1","kind":"ConfigMap","data":{"selectors":"[]"}}"#;
+        let data = ProfileData::from_manifest("p.json", manifest).unwrap();
+        assert_eq!(data.entries["selectors"].text, "[]");
+    }
+
+    #[test]
+    fn wrong_kind_and_non_string_values_are_errors() {
+        let err = ProfileData::from_manifest("p.yaml", "kind: Secret\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("expected kind ConfigMap, found Secret"),
+            "{err}"
+        );
+        let err = ProfileData::from_manifest(
+            "p.yaml",
+            "kind: ConfigMap\ndata:\n  enableClusterIp: true\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("p.yaml:3:20: error: enableClusterIp: must be a string"),
+            "{text}"
+        );
+    }
+}

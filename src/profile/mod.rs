@@ -1,0 +1,224 @@
+//! The profile: the ConfigMap's data, validated and compiled once into an
+//! immutable [`Profile`] that deciding reads on every request.
+//!
+//! - [`ProfileData`] is the raw data (key → text), from a manifest
+//!   ([`ProfileData::from_manifest`]), a mounted directory or the cluster.
+//! - [`compile`] validates it and, when it has no errors, builds the
+//!   [`Profile`]; the same [`Diagnostics`] serve `validate`, `check` and the server.
+
+mod compile;
+mod diagnostic;
+mod manifest;
+pub mod node;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use compile::{Compiled, ProfileError, compile};
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+
+use crate::labels::Labels;
+use crate::pod::Toleration;
+use crate::selector::Selector;
+
+/// The profile ConfigMap's default namespace and name (Alibaba Cloud's).
+pub const DEFAULT_CONFIGMAP: (&str, &str) = ("kube-system", "eci-profile");
+
+/// The default profile embedded in the binary: the historical ACK opt-in
+/// labels (`alibabacloud.com/eci: "true"` or `eci: "true"`, on the pod or on
+/// its namespace), sending pods to the self-managed VNode.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default-profile.yaml");
+
+/// How the first selecting rule wants the pod scheduled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SchedulingPolicy {
+    /// Only on virtual nodes: nodeSelector and tolerations are added.
+    #[default]
+    VirtualNodeOnly,
+    /// Real nodes first, virtual nodes as overflow: tolerations and a
+    /// preferred node-affinity term against the virtual node's labels.
+    NormalNodePrefer,
+    /// Either: tolerations only.
+    Fair,
+}
+
+impl SchedulingPolicy {
+    /// Parses the policy as spelled in a profile.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "virtualNodeOnly" => Some(Self::VirtualNodeOnly),
+            "normalNodePrefer" => Some(Self::NormalNodePrefer),
+            "fair" => Some(Self::Fair),
+            _ => None,
+        }
+    }
+
+    /// The policy as spelled in a profile.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::VirtualNodeOnly => "virtualNodeOnly",
+            Self::NormalNodePrefer => "normalNodePrefer",
+            Self::Fair => "fair",
+        }
+    }
+}
+
+impl fmt::Display for SchedulingPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One compiled selector rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub priority: i32,
+    pub policy: SchedulingPolicy,
+    pub namespace_selector: Option<Selector>,
+    pub object_selector: Option<Selector>,
+    /// Annotations to add, in profile order.
+    pub annotations: Vec<(String, String)>,
+    /// Labels to add, in profile order.
+    pub labels: Vec<(String, String)>,
+}
+
+impl Rule {
+    /// Whether the rule has a selector; one without applies its effects to
+    /// every pod sent to a virtual node.
+    pub fn has_selector(&self) -> bool {
+        self.namespace_selector.is_some() || self.object_selector.is_some()
+    }
+}
+
+/// Where pods go: the virtual node's labels and taints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualNode {
+    /// Never empty.
+    pub node_selector: Labels,
+    pub tolerations: Vec<Toleration>,
+}
+
+impl Default for VirtualNode {
+    /// The VNode of self-managed clusters: label and taint `k8s.aliyun.com/vnode=true`.
+    fn default() -> Self {
+        const KEY: &str = "k8s.aliyun.com/vnode";
+        Self {
+            node_selector: Labels::from([(KEY.to_string(), "true".to_string())]),
+            tolerations: vec![Toleration {
+                key: Some(KEY.into()),
+                operator: Some("Equal".into()),
+                value: Some("true".into()),
+                effect: Some("NoSchedule".into()),
+                toleration_seconds: None,
+            }],
+        }
+    }
+}
+
+/// A compiled, immutable profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// Rules with a selector, by priority (descending) then position.
+    pub(crate) selecting: Vec<Rule>,
+    /// Rules without a selector, by priority (descending) then position.
+    pub(crate) effect_only: Vec<Rule>,
+    pub(crate) virtual_node: VirtualNode,
+    /// Annotations every pod sent to a virtual node gets (from `vSwitchIds`, `securityGroupId`).
+    pub(crate) cluster_annotations: Vec<(String, String)>,
+    /// Whether a rule's effect labels can change what an objectSelector sees.
+    pub(crate) effects_feed_selection: bool,
+    pub(crate) digest: u64,
+}
+
+impl Profile {
+    /// The embedded default profile.
+    pub fn embedded_default() -> Self {
+        ProfileData::from_manifest("<embedded default profile>", EMBEDDED_DEFAULT)
+            .ok()
+            .and_then(|data| compile(&data).profile)
+            .expect("the embedded default profile is valid")
+    }
+
+    /// Rules with a selector, in the order they are tried.
+    pub fn selecting_rules(&self) -> &[Rule] {
+        &self.selecting
+    }
+
+    /// Rules without a selector, in the order their effects apply.
+    pub fn effect_only_rules(&self) -> &[Rule] {
+        &self.effect_only
+    }
+
+    /// The scheduling target.
+    pub fn virtual_node(&self) -> &VirtualNode {
+        &self.virtual_node
+    }
+
+    /// Annotations from `vSwitchIds` and `securityGroupId`.
+    pub fn cluster_annotations(&self) -> &[(String, String)] {
+        &self.cluster_annotations
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.selecting.len() + self.effect_only.len()
+    }
+
+    /// A stable 64-bit FNV-1a digest of the data the profile was compiled from.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+/// Where a data value's text stands, to turn positions inside the value
+/// into positions in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Not from a file (e.g. the cluster).
+    None,
+    /// The value is the whole content of this file (a mounted ConfigMap key).
+    File(String),
+    /// A YAML literal block (`|`) in this file: line 1 of the value is
+    /// `first_line`, indented by `indent` columns.
+    Block {
+        file: String,
+        first_line: u64,
+        indent: u64,
+    },
+    /// Somewhere in this file, where positions inside the value cannot be mapped.
+    Unmapped(String),
+}
+
+/// One data value of the profile ConfigMap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub text: String,
+    pub origin: Origin,
+}
+
+/// The profile ConfigMap's `data`, not yet validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileData {
+    pub entries: BTreeMap<String, Entry>,
+}
+
+impl ProfileData {
+    /// Data from plain strings (the cluster's ConfigMap), with no file origin.
+    pub fn from_map(data: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self {
+            entries: data
+                .into_iter()
+                .map(|(key, text)| {
+                    (
+                        key,
+                        Entry {
+                            text,
+                            origin: Origin::None,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! A YAML/JSON value tree that remembers where each value stands in its
+//! source text, so that validation can point at line and column.
+
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+/// A 1-based line and column inside some text; `line == 0` when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Position {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Position {
+    pub fn is_known(self) -> bool {
+        self.line > 0
+    }
+}
+
+impl From<serde_saphyr::Location> for Position {
+    fn from(location: serde_saphyr::Location) -> Self {
+        Self {
+            line: location.line(),
+            column: location.column(),
+        }
+    }
+}
+
+/// A value with its position.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub position: Position,
+}
+
+/// The shapes a YAML/JSON value can take.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Integer(i128),
+    Float(f64),
+    String(String),
+    Sequence(Vec<Node>),
+    /// Entries in source order; keys keep their own positions.
+    Mapping(Vec<(Node, Node)>),
+}
+
+impl Value {
+    /// A short name of the value's type, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Integer(_) | Value::Float(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Sequence(_) => "a list",
+            Value::Mapping(_) => "an object",
+        }
+    }
+}
+
+impl Node {
+    /// The key's text when this node is used as a mapping key.
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A syntax error in some text, with its position when known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub message: String,
+    pub position: Position,
+}
+
+/// Parses YAML or JSON text into a [`Node`] tree.
+///
+/// Text that starts like JSON (`[` or `{`) must be strict JSON, as Alibaba
+/// Cloud's own eci-profile reads it; anything else is read as YAML 1.2.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let trimmed = text.trim_start();
+    let looks_like_json = trimmed.starts_with('[') || trimmed.starts_with('{');
+    if looks_like_json && let Err(e) = serde_json::from_str::<de::IgnoredAny>(text) {
+        // serde_json reports "... at line L column C"; keep the message part only.
+        let message = e.to_string();
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_string();
+        return Err(SyntaxError {
+            message: format!("invalid JSON: {message}"),
+            position: Position {
+                line: e.line() as u64,
+                column: e.column() as u64,
+            },
+        });
+    }
+    serde_saphyr::from_str::<Node>(text).map_err(|e| SyntaxError {
+        message: format!(
+            "invalid YAML: {}",
+            first_line(&e.without_snippet().to_string())
+        ),
+        position: e.location().map(Position::from).unwrap_or_default(),
+    })
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s).trim()
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<Value>::deserialize(deserializer)?;
+        Ok(Node {
+            value: spanned.value,
+            position: spanned.referenced.into(),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML or JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Integer(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Integer(v.into()))
+    }
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(Value::Integer(v))
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        i128::try_from(v)
+            .map(Value::Integer)
+            .map_err(|_| E::custom("integer out of range"))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Value::deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Node>()? {
+            items.push(item);
+        }
+        Ok(Value::Sequence(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Node>()? {
+            let value = map.next_value::<Node>()?;
+            entries.push((key, value));
+        }
+        Ok(Value::Mapping(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_positions_are_kept() {
+        let node = parse("[\n  {\"name\": \"a\",\n   \"priority\": 3}\n]").unwrap();
+        let Value::Sequence(items) = &node.value else {
+            panic!("not a sequence: {node:?}")
+        };
+        let Value::Mapping(entries) = &items[0].value else {
+            panic!("not a mapping")
+        };
+        let (key, value) = &entries[1];
+        assert_eq!(key.as_str(), Some("priority"));
+        assert_eq!(value.value, Value::Integer(3));
+        assert_eq!(value.position.line, 3);
+        assert!(value.position.column > 1);
+    }
+
+    #[test]
+    fn yaml_is_accepted() {
+        let node = parse("- name: a\n  effect:\n    labels: {x: \"y\"}\n").unwrap();
+        assert!(matches!(node.value, Value::Sequence(ref v) if v.len() == 1));
+    }
+
+    #[test]
+    fn strict_json_errors_have_positions() {
+        let err = parse("[\n {\"name\": \"a\",}\n]").unwrap_err();
+        assert!(err.message.starts_with("invalid JSON"), "{err:?}");
+        assert_eq!(err.position.line, 2);
+    }
+
+    #[test]
+    fn yaml_errors_have_positions() {
+        let err = parse("- name: a\n  effect: [unclosed\n").unwrap_err();
+        assert!(err.message.starts_with("invalid YAML"), "{err:?}");
+        assert!(err.position.is_known(), "{err:?}");
+    }
+}

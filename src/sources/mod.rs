@@ -1,0 +1,3 @@
+//! Where profiles and namespace labels come from, outside the pure core.
+
+pub mod file;
