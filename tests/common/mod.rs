@@ -1,0 +1,138 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use eci_profile::decision::{self, Decision, Exclusions};
+use eci_profile::labels::Labels;
+use eci_profile::namespaces::StaticNamespaces;
+use eci_profile::pod::Pod;
+use eci_profile::profile::{self, Profile, ProfileData};
+use serde_json::Value;
+
+/// `tests/fixtures/<relative>`.
+pub fn fixture_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(relative)
+}
+
+/// The bytes of a captured AdmissionReview request.
+pub fn admission_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(&format!("admission/{name}.json"))).expect("fixture exists")
+}
+
+/// The namespaces the fixtures were captured in.
+pub fn fixture_namespaces() -> StaticNamespaces {
+    let text = std::fs::read_to_string(fixture_path("namespaces.yaml")).unwrap();
+    StaticNamespaces::from_manifests(&text).unwrap()
+}
+
+/// A profile from data entries; panics on errors.
+pub fn profile_with(entries: &[(&str, &str)]) -> Profile {
+    let data = ProfileData::from_map(entries.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    match profile::compile(&data).into_result() {
+        Ok((profile, _)) => profile,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A profile with these selectors (JSON or YAML).
+pub fn profile(selectors: &str) -> Profile {
+    profile_with(&[("selectors", selectors)])
+}
+
+/// Labels from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What a decision did, owned.
+#[derive(Debug)]
+pub struct Outcome {
+    pub outcome: decision::Outcome,
+    pub applied: Vec<String>,
+    pub policy: Option<profile::SchedulingPolicy>,
+    pub warnings: Vec<String>,
+    /// The patch as JSON.
+    pub patch: Value,
+    /// The pod after the patch.
+    pub patched: Value,
+}
+
+/// Decides `pod` in `namespace` (labels `ns_labels`), applies the patch, and
+/// checks that deciding again on the patched pod adds nothing and that the
+/// patched pod is still a valid `k8s_openapi` Pod.
+pub fn decide(
+    pod: &Value,
+    namespace: &str,
+    ns_labels: Option<&Labels>,
+    profile: &Profile,
+) -> Outcome {
+    decide_excluding(pod, namespace, ns_labels, profile, &Exclusions::default())
+}
+
+/// [`decide`] with exclusions.
+pub fn decide_excluding(
+    pod: &Value,
+    namespace: &str,
+    ns_labels: Option<&Labels>,
+    profile: &Profile,
+    exclusions: &Exclusions,
+) -> Outcome {
+    let first = run(pod, namespace, ns_labels, profile, exclusions);
+    let patched = apply(pod, &first.patch);
+    let again = run(&patched, namespace, ns_labels, profile, exclusions);
+    assert!(
+        again.patch.0.is_empty(),
+        "not idempotent: second patch {} after first {}",
+        serde_json::to_string(&again.patch).unwrap(),
+        serde_json::to_string(&first.patch).unwrap()
+    );
+    let typed: Result<k8s_openapi::api::core::v1::Pod, _> = serde_json::from_value(patched.clone());
+    assert!(typed.is_ok(), "patched pod is not a valid Pod: {typed:?}");
+    Outcome {
+        outcome: first.outcome.clone(),
+        applied: first.applied.iter().map(|s| s.to_string()).collect(),
+        policy: first.policy,
+        warnings: first.warnings.clone(),
+        patch: serde_json::to_value(&first.patch).unwrap(),
+        patched,
+    }
+}
+
+fn run<'p>(
+    pod: &Value,
+    namespace: &str,
+    ns_labels: Option<&Labels>,
+    profile: &'p Profile,
+    exclusions: &Exclusions,
+) -> Decision<'p> {
+    let pod: Pod = serde_json::from_value(pod.clone()).expect("pod view deserialises");
+    decision::decide(&pod, namespace, ns_labels, profile, exclusions)
+}
+
+/// `pod` with `patch` applied; panics if it does not apply.
+pub fn apply(pod: &Value, patch: &json_patch::Patch) -> Value {
+    let mut pod = pod.clone();
+    json_patch::patch(&mut pod, patch).expect("patch applies");
+    pod
+}
+
+/// A minimal pod with these labels, as the API server would send it (defaulted).
+pub fn pod_with_labels(pairs: &[(&str, &str)]) -> Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "labels": labels(pairs)},
+        "spec": {
+            "containers": [{"name": "c", "image": "nginx"}],
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            ]
+        }
+    })
+}

@@ -1,0 +1,520 @@
+//! The decision, rule by rule (steps 2–9 of the specification), on pods as
+//! the API server sends them. Every case also checks idempotence and that the
+//! patched pod is still a valid Pod (see `common::decide`).
+
+mod common;
+
+use common::{decide, decide_excluding, labels, pod_with_labels, profile, profile_with};
+use eci_profile::decision::{Exclusions, Outcome, SkipReason};
+use eci_profile::profile::SchedulingPolicy;
+use serde_json::{Value, json};
+
+const OPT_IN: &str = r#"[{"name": "opt-in", "objectSelector": {"matchLabels": {"eci": "true"}}}]"#;
+
+fn vnode_toleration() -> Value {
+    json!({"key": "k8s.aliyun.com/vnode", "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+}
+
+fn paths(patch: &Value) -> Vec<String> {
+    patch
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| {
+            assert_eq!(op["op"], "add", "only add operations: {op}");
+            op["path"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+// Step 2: exclusions.
+
+#[test]
+fn excluded_namespaces_are_left_alone() {
+    let p = profile(OPT_IN);
+    let pod = pod_with_labels(&[("eci", "true")]);
+    for ns in ["kube-system", "kube-public", "kube-node-lease"] {
+        let out = decide(&pod, ns, None, &p);
+        assert_eq!(
+            out.outcome,
+            Outcome::Skipped(SkipReason::ExcludedNamespace(ns.into()))
+        );
+        assert_eq!(out.patch, json!([]));
+    }
+    let extra = Exclusions::with_namespaces(["platform"]);
+    let out = decide_excluding(&pod, "platform", None, &p, &extra);
+    assert_eq!(out.outcome.as_str(), "skipped");
+    assert_eq!(decide(&pod, "platform", None, &p).outcome, Outcome::Mutated);
+}
+
+#[test]
+fn exclude_label_opts_a_pod_out() {
+    let p = profile(OPT_IN);
+    let out = decide(
+        &pod_with_labels(&[("eci", "true"), ("eci-profile.io/exclude", "true")]),
+        "default",
+        None,
+        &p,
+    );
+    assert_eq!(out.outcome, Outcome::Skipped(SkipReason::ExcludedByLabel));
+    // Only "true" excludes.
+    let out = decide(
+        &pod_with_labels(&[("eci", "true"), ("eci-profile.io/exclude", "false")]),
+        "default",
+        None,
+        &p,
+    );
+    assert_eq!(out.outcome, Outcome::Mutated);
+}
+
+// Step 3: selection.
+
+#[test]
+fn both_selectors_must_match() {
+    let p = profile(
+        r#"[{"name": "both",
+             "namespaceSelector": {"matchLabels": {"team": "batch"}},
+             "objectSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "b"]}]}}]"#,
+    );
+    let batch = labels(&[("team", "batch")]);
+    let other = labels(&[("team", "web")]);
+    assert_eq!(
+        decide(&pod_with_labels(&[("app", "a")]), "ns", Some(&batch), &p).outcome,
+        Outcome::Mutated
+    );
+    assert_eq!(
+        decide(&pod_with_labels(&[("app", "c")]), "ns", Some(&batch), &p).outcome,
+        Outcome::Skipped(SkipReason::NotSelected)
+    );
+    assert_eq!(
+        decide(&pod_with_labels(&[("app", "a")]), "ns", Some(&other), &p).outcome,
+        Outcome::Skipped(SkipReason::NotSelected)
+    );
+}
+
+#[test]
+fn priority_orders_rules_then_position() {
+    let p = profile(
+        r#"[
+          {"name": "low", "objectSelector": {"matchLabels": {"eci": "true"}}, "policy": "fair",
+           "effect": {"annotations": {"k8s.aliyun.com/eci-use-specs": "1-2Gi"}}},
+          {"name": "same-as-low", "objectSelector": {}, "policy": "fair"},
+          {"name": "high", "priority": 5, "objectSelector": {"matchLabels": {"eci": "true"}},
+           "effect": {"annotations": {"k8s.aliyun.com/eci-use-specs": "2-4Gi"}}}
+        ]"#,
+    );
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(out.applied, ["high", "low", "same-as-low"]);
+    // The first selecting rule's policy and the earlier rule's effect win.
+    assert_eq!(out.policy, Some(SchedulingPolicy::VirtualNodeOnly));
+    assert_eq!(
+        out.patched["metadata"]["annotations"]["k8s.aliyun.com/eci-use-specs"],
+        "2-4Gi"
+    );
+    assert_eq!(
+        out.patched["metadata"]["annotations"]["eci-profile.io/selectors"],
+        "high,low,same-as-low"
+    );
+}
+
+#[test]
+fn unknown_namespace_has_only_its_name_label() {
+    let p = profile(
+        r#"[
+          {"name": "by-name", "namespaceSelector": {"matchExpressions": [
+              {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]}]}},
+          {"name": "by-label", "namespaceSelector": {"matchLabels": {"eci": "true"}}},
+          {"name": "everything", "namespaceSelector": {}}
+        ]"#,
+    );
+    let pod = pod_with_labels(&[]);
+    let out = decide(&pod, "team-a", None, &p);
+    assert_eq!(out.applied, ["by-name", "everything"]);
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].contains("labels of namespace team-a are unknown"),
+        "{:?}",
+        out.warnings
+    );
+    assert!(out.warnings[0].contains("by-label"), "{:?}", out.warnings);
+    // Known labels: evaluated normally, no warning.
+    let known = labels(&[("eci", "true")]);
+    let out = decide(&pod, "team-b", Some(&known), &p);
+    assert_eq!(out.applied, ["by-label", "everything"]);
+    assert!(out.warnings.is_empty());
+}
+
+#[test]
+fn not_in_matches_a_missing_label() {
+    let p = profile(
+        r#"[{"name": "not-gpu", "objectSelector": {"matchExpressions": [
+            {"key": "gpu", "operator": "NotIn", "values": ["true"]},
+            {"key": "app", "operator": "Exists"}]}}]"#,
+    );
+    assert_eq!(
+        decide(&pod_with_labels(&[("app", "x")]), "d", None, &p).outcome,
+        Outcome::Mutated
+    );
+    assert_eq!(
+        decide(
+            &pod_with_labels(&[("app", "x"), ("gpu", "true")]),
+            "d",
+            None,
+            &p
+        )
+        .outcome,
+        Outcome::Skipped(SkipReason::NotSelected)
+    );
+}
+
+// Step 4: targeting by hand.
+
+#[test]
+fn pod_scheduled_by_hand_gets_tolerations_only() {
+    let p = profile(OPT_IN);
+    let mut pod = pod_with_labels(&[]);
+    pod["spec"]["nodeSelector"] = json!({"k8s.aliyun.com/vnode": "true"});
+    let out = decide(&pod, "default", None, &p);
+    assert_eq!(out.outcome, Outcome::Mutated);
+    assert_eq!(out.policy, None);
+    assert_eq!(paths(&out.patch), ["/spec/tolerations/-"]);
+    assert_eq!(out.patch[0]["value"], vnode_toleration());
+    // No rule applied: no record annotation.
+    assert!(out.patched["metadata"].get("annotations").is_none());
+}
+
+#[test]
+fn pod_scheduled_by_hand_gets_effect_only_rules_and_cluster_defaults() {
+    let p = profile_with(&[
+        (
+            "selectors",
+            r#"[{"name": "cache", "effect": {"annotations": {"k8s.aliyun.com/eci-auto-imc": "true"}}}]"#,
+        ),
+        ("vSwitchIds", "vsw-a1, vsw-b2"),
+    ]);
+    let mut pod = pod_with_labels(&[]);
+    pod["spec"]["nodeSelector"] = json!({"k8s.aliyun.com/vnode": "true"});
+    let out = decide(&pod, "default", None, &p);
+    let annotations = &out.patched["metadata"]["annotations"];
+    assert_eq!(annotations["k8s.aliyun.com/eci-auto-imc"], "true");
+    assert_eq!(annotations["k8s.aliyun.com/eci-vswitch"], "vsw-a1,vsw-b2");
+    assert_eq!(annotations["eci-profile.io/selectors"], "cache");
+}
+
+#[test]
+fn effect_only_rules_do_not_target_pods() {
+    let p = profile(
+        r#"[{"name": "cache", "effect": {"annotations": {"k8s.aliyun.com/eci-auto-imc": "true"}}}]"#,
+    );
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(out.outcome, Outcome::Skipped(SkipReason::NotSelected));
+}
+
+// Step 5: pods that cannot run on ECI, or whose placement is already chosen.
+
+fn assert_skipped_with_warning(pod: Value, code: &str) {
+    let p = profile(OPT_IN);
+    let out = decide(&pod, "default", None, &p);
+    match &out.outcome {
+        Outcome::Skipped(reason) => assert_eq!(reason.code(), code, "{reason}"),
+        other => panic!("expected skipped ({code}), got {other:?}"),
+    }
+    assert_eq!(out.patch, json!([]));
+    assert_eq!(out.warnings.len(), 1, "{:?}", out.warnings);
+    assert!(
+        out.warnings[0].starts_with("eci-profile: pod not sent to a virtual node (rule opt-in): ")
+    );
+}
+
+#[test]
+fn incompatible_pods_are_left_alone_with_a_warning() {
+    let base = pod_with_labels(&[("eci", "true")]);
+    let with = |pointer: &str, value: Value| {
+        let mut pod = base.clone();
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        pod.pointer_mut(parent).unwrap()[key] = value;
+        pod
+    };
+    assert_skipped_with_warning(
+        with(
+            "/metadata/ownerReferences",
+            json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u"}]),
+        ),
+        "daemonset",
+    );
+    assert_skipped_with_warning(
+        with(
+            "/metadata/annotations",
+            json!({"kubernetes.io/config.mirror": "abc"}),
+        ),
+        "mirror-pod",
+    );
+    assert_skipped_with_warning(with("/spec/hostNetwork", json!(true)), "host-network");
+    assert_skipped_with_warning(with("/spec/hostPID", json!(true)), "host-pid");
+    assert_skipped_with_warning(with("/spec/hostIPC", json!(true)), "host-ipc");
+    assert_skipped_with_warning(
+        with(
+            "/spec/volumes",
+            json!([{"name": "proc", "hostPath": {"path": "/proc"}}]),
+        ),
+        "host-path",
+    );
+    assert_skipped_with_warning(
+        with(
+            "/spec/initContainers",
+            json!([{"name": "init", "image": "busybox", "ports": [{"containerPort": 80, "hostPort": 8080}]}]),
+        ),
+        "host-port",
+    );
+    assert_skipped_with_warning(with("/spec/nodeName", json!("node-a")), "node-name");
+    assert_skipped_with_warning(
+        with(
+            "/spec/nodeSelector",
+            json!({"k8s.aliyun.com/vnode": "false"}),
+        ),
+        "node-selector-conflict",
+    );
+}
+
+#[test]
+fn compatible_details_do_not_block() {
+    let p = profile(OPT_IN);
+    let mut pod = pod_with_labels(&[("eci", "true")]);
+    pod["spec"]["hostNetwork"] = json!(false);
+    pod["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 0}]);
+    pod["spec"]["volumes"] = json!([{"name": "tmp", "emptyDir": {}}]);
+    pod["metadata"]["ownerReferences"] =
+        json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}]);
+    assert_eq!(decide(&pod, "default", None, &p).outcome, Outcome::Mutated);
+}
+
+#[test]
+fn untargeted_incompatible_pods_get_no_warning() {
+    let p = profile(OPT_IN);
+    let mut pod = pod_with_labels(&[]);
+    pod["spec"]["hostNetwork"] = json!(true);
+    let out = decide(&pod, "default", None, &p);
+    assert_eq!(out.outcome, Outcome::Skipped(SkipReason::NotSelected));
+    assert!(out.warnings.is_empty());
+}
+
+// Step 6: scheduling policies.
+
+#[test]
+fn virtual_node_only_adds_node_selector_and_tolerations() {
+    let p = profile(OPT_IN);
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(
+        paths(&out.patch),
+        [
+            "/metadata/annotations",
+            "/metadata/annotations/eci-profile.io~1selectors",
+            "/spec/nodeSelector",
+            "/spec/nodeSelector/k8s.aliyun.com~1vnode",
+            "/spec/tolerations/-",
+        ]
+    );
+    assert_eq!(
+        out.patched["spec"]["nodeSelector"],
+        json!({"k8s.aliyun.com/vnode": "true"})
+    );
+    let tolerations = out.patched["spec"]["tolerations"].as_array().unwrap();
+    assert_eq!(tolerations.len(), 2, "the default toleration is kept");
+    assert_eq!(tolerations[1], vnode_toleration());
+}
+
+#[test]
+fn fair_adds_tolerations_only() {
+    let p = profile(
+        r#"[{"name": "fair", "policy": "fair", "objectSelector": {"matchLabels": {"eci": "true"}}}]"#,
+    );
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(out.policy, Some(SchedulingPolicy::Fair));
+    assert!(out.patched["spec"].get("nodeSelector").is_none());
+    assert_eq!(out.patched["spec"]["tolerations"][1], vnode_toleration());
+}
+
+#[test]
+fn normal_node_prefer_adds_a_preferred_anti_virtual_node_term() {
+    let p = profile(
+        r#"[{"name": "overflow", "policy": "normalNodePrefer", "objectSelector": {"matchLabels": {"eci": "true"}}}]"#,
+    );
+    let term = json!({"weight": 100, "preference": {"matchExpressions": [
+        {"key": "k8s.aliyun.com/vnode", "operator": "NotIn", "values": ["true"]}]}});
+    // No affinity at all: every level is added, parents first.
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert!(out.patched["spec"].get("nodeSelector").is_none());
+    assert_eq!(
+        paths(&out.patch)[2..],
+        [
+            "/spec/tolerations/-",
+            "/spec/affinity",
+            "/spec/affinity/nodeAffinity",
+            "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution",
+            "/spec/affinity/nodeAffinity/preferredDuringSchedulingIgnoredDuringExecution/-",
+        ]
+    );
+    assert_eq!(
+        out.patched["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"],
+        json!([term])
+    );
+    // Existing affinity is merged into, never replaced.
+    let mut pod = pod_with_labels(&[("eci", "true")]);
+    let required = json!({"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]});
+    let existing = json!({"weight": 5, "preference": {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}});
+    pod["spec"]["affinity"] = json!({
+        "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []},
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": required,
+            "preferredDuringSchedulingIgnoredDuringExecution": [existing]
+        }
+    });
+    let out = decide(&pod, "default", None, &p);
+    let node_affinity = &out.patched["spec"]["affinity"]["nodeAffinity"];
+    assert_eq!(
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"],
+        required
+    );
+    assert_eq!(
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"],
+        json!([existing, term])
+    );
+    assert_eq!(
+        out.patched["spec"]["affinity"]["podAntiAffinity"],
+        pod["spec"]["affinity"]["podAntiAffinity"]
+    );
+}
+
+#[test]
+fn existing_tolerations_are_not_duplicated() {
+    let p = profile(OPT_IN);
+    let mut pod = pod_with_labels(&[("eci", "true")]);
+    // Same toleration with the operator left out (means Equal).
+    pod["spec"]["tolerations"] =
+        json!([{"key": "k8s.aliyun.com/vnode", "value": "true", "effect": "NoSchedule"}]);
+    let out = decide(&pod, "default", None, &p);
+    assert!(
+        !paths(&out.patch)
+            .iter()
+            .any(|p| p.starts_with("/spec/tolerations"))
+    );
+    // A different effect is a different toleration.
+    pod["spec"]["tolerations"][0]["effect"] = json!("NoExecute");
+    let out = decide(&pod, "default", None, &p);
+    assert!(paths(&out.patch).contains(&"/spec/tolerations/-".to_string()));
+}
+
+#[test]
+fn pod_without_tolerations_or_node_selector_gets_parents() {
+    let p = profile(OPT_IN);
+    let pod = json!({"metadata": {"labels": {"eci": "true"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}});
+    let out = decide(&pod, "default", None, &p);
+    assert!(paths(&out.patch).contains(&"/spec/tolerations".to_string()));
+    assert_eq!(
+        out.patched["spec"]["tolerations"],
+        json!([vnode_toleration()])
+    );
+}
+
+#[test]
+fn custom_virtual_node_for_ack_virtual_kubelet() {
+    let p = profile_with(&[
+        ("selectors", OPT_IN),
+        (
+            "virtualNode",
+            "nodeSelector:\n  type: virtual-kubelet\ntolerations:\n- key: virtual-kubelet.io/provider\n  operator: Equal\n  value: alibabacloud\n  effect: NoSchedule\n",
+        ),
+    ]);
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(
+        out.patched["spec"]["nodeSelector"],
+        json!({"type": "virtual-kubelet"})
+    );
+    assert_eq!(
+        out.patched["spec"]["tolerations"][1],
+        json!({"key": "virtual-kubelet.io/provider", "operator": "Equal", "value": "alibabacloud", "effect": "NoSchedule"})
+    );
+}
+
+// Step 7: effects.
+
+#[test]
+fn effects_never_overwrite_and_earlier_rules_win() {
+    let p = profile_with(&[
+        (
+            "selectors",
+            r#"[
+              {"name": "first", "objectSelector": {"matchLabels": {"eci": "true"}},
+               "effect": {"annotations": {"example.com/a": "first", "example.com/owner": "rule"},
+                          "labels": {"pool": "first"}}},
+              {"name": "second", "objectSelector": {"matchLabels": {"eci": "true"}},
+               "effect": {"annotations": {"example.com/a": "second", "example.com/b": "second"},
+                          "labels": {"pool": "second", "tier": "second"}}},
+              {"name": "everyone", "effect": {"annotations": {"example.com/b": "everyone", "example.com/c": "everyone"}}}
+            ]"#,
+        ),
+        ("securityGroupId", "sg-abc"),
+    ]);
+    let mut pod = pod_with_labels(&[("eci", "true"), ("tier", "mine")]);
+    pod["metadata"]["annotations"] =
+        json!({"example.com/owner": "alice", "k8s.aliyun.com/eci-security-group": "sg-mine"});
+    let out = decide(&pod, "default", None, &p);
+    let annotations = &out.patched["metadata"]["annotations"];
+    assert_eq!(annotations["example.com/owner"], "alice");
+    assert_eq!(annotations["example.com/a"], "first");
+    assert_eq!(annotations["example.com/b"], "second");
+    assert_eq!(annotations["example.com/c"], "everyone");
+    assert_eq!(annotations["k8s.aliyun.com/eci-security-group"], "sg-mine");
+    assert_eq!(
+        annotations["eci-profile.io/selectors"],
+        "first,second,everyone"
+    );
+    let labels = &out.patched["metadata"]["labels"];
+    assert_eq!(labels["pool"], "first");
+    assert_eq!(labels["tier"], "mine");
+    // The annotations map existed: no parent added.
+    assert!(!paths(&out.patch).contains(&"/metadata/annotations".to_string()));
+}
+
+#[test]
+fn effect_labels_that_select_more_rules_settle_in_one_call() {
+    let p = profile(
+        r#"[
+          {"name": "opt-in", "objectSelector": {"matchLabels": {"eci": "true"}},
+           "effect": {"labels": {"pool": "spot"}}},
+          {"name": "spot", "objectSelector": {"matchLabels": {"pool": "spot"}},
+           "effect": {"annotations": {"k8s.aliyun.com/eci-spot-strategy": "SpotAsPriceGo"}}}
+        ]"#,
+    );
+    // `decide` also checks that a second call adds nothing.
+    let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    assert_eq!(out.applied, ["opt-in", "spot"]);
+    assert_eq!(
+        out.patched["metadata"]["annotations"]["k8s.aliyun.com/eci-spot-strategy"],
+        "SpotAsPriceGo"
+    );
+}
+
+// Step 8: the record of applied rules.
+
+#[test]
+fn record_annotation_is_kept_when_present() {
+    let p = profile(OPT_IN);
+    let mut pod = pod_with_labels(&[("eci", "true")]);
+    pod["metadata"]["annotations"] = json!({"eci-profile.io/selectors": "set-by-someone"});
+    let out = decide(&pod, "default", None, &p);
+    assert_eq!(
+        out.patched["metadata"]["annotations"]["eci-profile.io/selectors"],
+        "set-by-someone"
+    );
+}
+
+#[test]
+fn complete_pod_is_unchanged() {
+    let p = profile(OPT_IN);
+    let first = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
+    let again = decide(&first.patched, "default", None, &p);
+    assert_eq!(again.outcome, Outcome::Unchanged);
+    assert_eq!(again.patch, json!([]));
+    assert_eq!(again.applied, ["opt-in"]);
+}
