@@ -238,33 +238,24 @@ pub fn decide<'p>(
         .node_selector
         .iter()
         .all(|(k, v)| pod.node_selector(k) == Some(v));
-    let mut selection = select(profile, &PodLabels { pod, extra: &[] }, namespace);
-    let mut warnings = Vec::new();
-    if profile.effects_feed_selection {
-        // Effect labels can make more (or fewer) rules select the pod when the
-        // API server calls again with the patched pod: settle that now, so a
-        // second call finds nothing to add.
-        let mut settled = false;
-        for _ in 0..=profile.rule_count() {
-            if selection.rules.is_empty() && !by_hand {
-                settled = true;
-                break;
-            }
-            let extra = added_labels(pod, &selection.rules, profile);
-            let next = select(profile, &PodLabels { pod, extra: &extra }, namespace);
-            if same_rules(&next.rules, &selection.rules) {
-                settled = true;
-                break;
-            }
-            selection = next;
+    // Labels that effects add count for objectSelectors, as they will when the
+    // API server calls again with the patched pod: they accumulate (a label,
+    // once added, keeps its value) until the selection adds no new label key,
+    // so this ends, and a second call finds nothing to add.
+    let mut added: Vec<(&'p str, &'p str)> = Vec::new();
+    let mut selection = select(profile, &PodLabels { pod, extra: &added }, namespace);
+    loop {
+        if selection.rules.is_empty() && !by_hand {
+            break;
         }
-        if !settled {
-            warnings.push(format!(
-                "eci-profile: the labels added by rules {} change which rules select the pod; using the last selection",
-                names(&selection.rules).join(",")
-            ));
+        let before = added.len();
+        add_labels(&mut added, pod, &selection.rules, profile);
+        if !profile.effects_feed_selection || added.len() == before {
+            break;
         }
+        selection = select(profile, &PodLabels { pod, extra: &added }, namespace);
     }
+    let mut warnings = Vec::new();
     if !selection.unknown_namespace.is_empty() {
         warnings.push(format!(
             "eci-profile: labels of namespace {} are unknown; namespaceSelector of rule(s) {} not matched",
@@ -323,11 +314,10 @@ pub fn decide<'p>(
         pod.metadata.annotations.is_some(),
         annotations.into_iter().map(|(k, v)| (k, json!(v))),
     );
-    let labels = added_labels(pod, &selected, profile);
     patch.add_to_object(
         &["metadata", "labels"],
         pod.metadata.labels.is_some(),
-        labels.into_iter().map(|(k, v)| (k, json!(v))),
+        added.into_iter().map(|(k, v)| (k, json!(v))),
     );
 
     // 6. Scheduling, by the first selecting rule's policy; by hand, tolerations only.
@@ -513,33 +503,24 @@ fn select<'p>(
     selection
 }
 
-/// Labels the effects of `selected` and the effect-only rules add to `pod`:
-/// none it already has, the first rule winning.
-fn added_labels<'p>(
+/// Adds to `added` the labels the effects of `selected` and the effect-only
+/// rules give `pod`: none it (or `added`) already has, the first rule winning.
+fn add_labels<'p>(
+    added: &mut Vec<(&'p str, &'p str)>,
     pod: &Pod,
     selected: &[&'p Rule],
     profile: &'p Profile,
-) -> Vec<(&'p str, &'p str)> {
-    let mut labels: Vec<(&str, &str)> = Vec::new();
+) {
     for (key, value) in selected
         .iter()
         .copied()
         .chain(profile.effect_only_rules())
         .flat_map(|r| &r.labels)
     {
-        if !pod.has_label(key) && !labels.iter().any(|(k, _)| k == key) {
-            labels.push((key, value));
+        if !pod.has_label(key) && !added.iter().any(|(k, _)| k == key) {
+            added.push((key, value));
         }
     }
-    labels
-}
-
-fn same_rules(a: &[&Rule], b: &[&Rule]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| std::ptr::eq(*x, *y))
-}
-
-fn names<'p>(rules: &[&'p Rule]) -> Vec<&'p str> {
-    rules.iter().map(|r| r.name.as_str()).collect()
 }
 
 /// A pod's labels, plus labels that effects would add.

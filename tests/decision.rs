@@ -518,3 +518,25 @@ fn complete_pod_is_unchanged() {
     assert_eq!(again.patch, json!([]));
     assert_eq!(again.applied, ["opt-in"]);
 }
+
+#[test]
+fn effect_labels_that_flip_selection_still_settle() {
+    // Found by the property test: r2 (no selector) labels eci=false, which
+    // makes r1 select the pod; r1 would label eci=a, which unselects it.
+    // Labels accumulate and keep their first value, so the result is stable.
+    let p = profile(
+        r#"[
+          {"name": "r1", "objectSelector": {"matchLabels": {"eci": "false"}},
+           "effect": {"annotations": {"k8s.aliyun.com/eci-use-specs": "2-4Gi"}, "labels": {"eci": "a"}}},
+          {"name": "r2", "effect": {"labels": {"eci": "false"}}},
+          {"name": "r3", "objectSelector": {}}
+        ]"#,
+    );
+    let out = decide(&pod_with_labels(&[]), "default", None, &p);
+    assert_eq!(out.applied, ["r1", "r3", "r2"]);
+    assert_eq!(out.patched["metadata"]["labels"]["eci"], "false");
+    assert_eq!(
+        out.patched["metadata"]["annotations"]["k8s.aliyun.com/eci-use-specs"],
+        "2-4Gi"
+    );
+}

@@ -5,7 +5,7 @@ use std::fmt;
 
 use super::node::{self, Node, Position, Value};
 use super::{
-    Diagnostic, Diagnostics, Origin, Profile, ProfileData, Rule, SchedulingPolicy, Severity,
+    Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, SchedulingPolicy, Severity,
     VirtualNode,
 };
 use crate::decision::{APPLIED_ANNOTATION, EXCLUDE_LABEL};
@@ -72,7 +72,7 @@ pub fn compile(data: &ProfileData) -> Compiled {
     let mut cluster_annotations = Vec::new();
 
     for (key, entry) in &data.entries {
-        checker.enter(key, &entry.origin);
+        checker.enter(key, entry);
         let text = entry.text.as_str();
         match key.as_str() {
             "selectors" => rules = checker.selectors(text),
@@ -164,14 +164,16 @@ type Located = (String, Position);
 struct Checker {
     diagnostics: Vec<Diagnostic>,
     key: String,
+    key_position: Position,
     origin: Option<Origin>,
     selector: Option<String>,
 }
 
 impl Checker {
-    fn enter(&mut self, key: &str, origin: &Origin) {
+    fn enter(&mut self, key: &str, entry: &Entry) {
         self.key = key.to_string();
-        self.origin = Some(origin.clone());
+        self.key_position = entry.key_position;
+        self.origin = Some(entry.origin.clone());
         self.selector = None;
     }
 
@@ -200,6 +202,11 @@ impl Checker {
                 }),
             ),
             Origin::Unmapped(file) => (Some(file.clone()), None),
+        };
+        // A finding about the value as a whole points at its key.
+        let mapped = match mapped {
+            None if !inner && self.key_position.is_known() => Some(self.key_position),
+            mapped => mapped,
         };
         if inner && mapped.is_none() {
             message.push_str(&format!(

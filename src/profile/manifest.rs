@@ -69,8 +69,9 @@ impl ProfileData {
         };
         let mut errors = Vec::new();
         for (key, value) in entries {
-            let Some(key) = key.as_str() else {
-                errors.extend(error(key.position, "data", "keys must be strings".into()).0);
+            let key_node = key;
+            let Some(key) = key_node.as_str() else {
+                errors.extend(error(key_node.position, "data", "keys must be strings".into()).0);
                 continue;
             };
             let text = match &value.value {
@@ -93,7 +94,15 @@ impl ProfileData {
                 }
             };
             let origin = origin_of(file, manifest, value);
-            data.entries.insert(key.to_string(), Entry { text, origin });
+            let key_position = key_node.position;
+            data.entries.insert(
+                key.to_string(),
+                Entry {
+                    text,
+                    origin,
+                    key_position,
+                },
+            );
         }
         if errors.is_empty() {
             Ok(data)

@@ -195,6 +195,8 @@ pub enum Origin {
 pub struct Entry {
     pub text: String,
     pub origin: Origin,
+    /// Where the key stands in its manifest, when known.
+    pub key_position: node::Position,
 }
 
 /// The profile ConfigMap's `data`, not yet validated.
@@ -215,6 +217,7 @@ impl ProfileData {
                         Entry {
                             text,
                             origin: Origin::None,
+                            key_position: node::Position::default(),
                         },
                     )
                 })

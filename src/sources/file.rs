@@ -55,6 +55,7 @@ pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
             Entry {
                 text,
                 origin: Origin::File(file_name),
+                key_position: Default::default(),
             },
         );
     }

@@ -1,0 +1,279 @@
+//! The `eci-profile` command line, run as a user runs it.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::{admission_fixture, fixture_namespaces, fixture_path};
+use eci_profile::decision::Exclusions;
+use eci_profile::profile::Profile;
+use eci_profile::review::{self, Context};
+use serde_json::Value;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_eci-profile"))
+}
+
+fn example(relative: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests/examples")
+        .join(relative)
+        .display()
+        .to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+fn run_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn review_output_is_the_servers_response_byte_for_byte() {
+    let fixture = fixture_path("admission/create-labelled-pod-with-everything.json");
+    let namespaces = fixture_path("namespaces.yaml");
+    let out = run(&[
+        "check",
+        "--namespaces-file",
+        namespaces.to_str().unwrap(),
+        "-o",
+        "review",
+        fixture.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let profile = Profile::embedded_default();
+    let ns = fixture_namespaces();
+    let context = Context {
+        profile: &profile,
+        exclusions: &Exclusions::default(),
+        namespaces: &ns,
+    };
+    let (expected, _) = review::review(
+        &admission_fixture("create-labelled-pod-with-everything"),
+        context,
+    )
+    .unwrap();
+    let mut expected_line = expected;
+    expected_line.push(b'\n');
+    assert_eq!(out.stdout, expected_line);
+}
+
+#[test]
+fn explain_walkthrough_on_examples() {
+    let out = run(&[
+        "check",
+        "--profile",
+        &example("eci-profile.yaml"),
+        "--namespaces-file",
+        &example("namespaces.yaml"),
+        &example("pods/report-job.yaml"),
+        &example("pods/node-exporter.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("MUTATED"), "{text}");
+    assert!(
+        text.contains(
+            "selected:  batch-spot (priority 10, policy virtualNodeOnly); batch-overflow"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "add /metadata/annotations/k8s.aliyun.com~1eci-spot-strategy \"SpotAsPriceGo\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("SKIPPED: left unchanged: it is owned by DaemonSet node-exporter"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning:   eci-profile: pod not sent to a virtual node"),
+        "{text}"
+    );
+}
+
+#[test]
+fn pod_output_is_the_patched_pod_in_the_input_format() {
+    let out = run(&[
+        "check",
+        "--profile",
+        &example("eci-profile.yaml"),
+        "-o",
+        "pod",
+        &example("pods/api-pod.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pod: Value = serde_saphyr::from_str(&stdout(&out)).expect("YAML out for YAML in");
+    assert_eq!(pod["spec"]["nodeSelector"]["k8s.aliyun.com/vnode"], "true");
+    // The user's own value is kept.
+    assert_eq!(
+        pod["metadata"]["annotations"]["k8s.aliyun.com/eci-use-specs"],
+        "4-8Gi"
+    );
+    assert_eq!(
+        pod["metadata"]["annotations"]["eci-profile.io/selectors"],
+        "eci-pods,image-cache"
+    );
+    let typed: Result<k8s_openapi::api::core::v1::Pod, _> = serde_json::from_value(pod);
+    assert!(typed.is_ok(), "{typed:?}");
+}
+
+#[test]
+fn patch_output_from_stdin_with_several_documents() {
+    let input = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\n  labels:\n    eci: \"true\"\nspec:\n  containers: [{name: c, image: x}]\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: b\nspec:\n  containers: [{name: c, image: x}]\n";
+    let out = run_stdin(&["check", "-o", "patch"], input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let patches: Vec<Value> = serde_json::Deserializer::from_str(&stdout(&out))
+        .into_iter::<Value>()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(patches.len(), 2);
+    assert!(!patches[0].as_array().unwrap().is_empty());
+    assert_eq!(patches[1], serde_json::json!([]));
+}
+
+#[test]
+fn namespace_flag_places_manifests() {
+    let input = b"apiVersion: v1\nkind: Pod\nmetadata:\n  name: a\nspec:\n  containers: [{name: c, image: x}]\n";
+    let ns = fixture_path("namespaces.yaml");
+    let out = run_stdin(
+        &[
+            "check",
+            "--namespaces-file",
+            ns.to_str().unwrap(),
+            "--namespace",
+            "fx-eci",
+            "-o",
+            "patch",
+        ],
+        input,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("namespace-label-alibabacloud-eci"),
+        "{}",
+        stdout(&out)
+    );
+    // The same pod in an excluded namespace is left alone.
+    let out = run_stdin(
+        &[
+            "check",
+            "--namespaces-file",
+            ns.to_str().unwrap(),
+            "--namespace",
+            "fx-eci",
+            "--exclude-namespace",
+            "fx-eci",
+        ],
+        input,
+    );
+    assert!(
+        stdout(&out).contains("SKIPPED: left unchanged: namespace fx-eci is excluded"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+fn write_temp(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eci-profile-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("profile.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const BROKEN: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eci-profile\ndata:\n  selectors: |\n    [{\"name\": \"a\", \"objectSelector\": {\"matchLabels\": {\"eci\": \"true\"}},\n      \"policy\": \"sometimes\"}]\n";
+
+#[test]
+fn validate_reports_errors_with_positions_and_fails() {
+    let path = write_temp("validate", BROKEN);
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let expected = format!(
+        "{}:8:17: error: selector \"a\": selectors[0].policy: unknown policy \"sometimes\"",
+        path.display()
+    );
+    assert!(text.contains(&expected), "{text}\nexpected: {expected}");
+    assert!(text.contains("invalid: 1 error, 0 warnings"), "{text}");
+}
+
+#[test]
+fn validate_accepts_the_examples_and_mounted_directories() {
+    let out = run(&[
+        "validate",
+        &example("eci-profile.yaml"),
+        &example("eci-profile-virtual-kubelet.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("info: vpcId: ignored by the webhook"));
+    // A mounted ConfigMap: one file per key, kubelet's dot entries ignored.
+    let dir = std::env::temp_dir().join(format!("eci-profile-cli-{}-mounted", std::process::id()));
+    std::fs::create_dir_all(dir.join("..2026_11_22")).unwrap();
+    std::fs::write(
+        dir.join("selectors"),
+        "[{\"name\": \"x\", \"objectSelector\": {}}]",
+    )
+    .unwrap();
+    std::fs::write(dir.join("..2026_11_22/selectors"), "not json").unwrap();
+    let out = run(&["validate", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("valid: 1 selector, 1 warning"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn check_refuses_an_invalid_profile() {
+    let path = write_temp("check", BROKEN);
+    let out = run(&[
+        "check",
+        "--profile",
+        path.to_str().unwrap(),
+        &example("pods/api-pod.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("unknown policy \"sometimes\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn unreadable_input_is_an_error() {
+    let out = run_stdin(
+        &["check"],
+        b"{\"kind\": \"AdmissionReview\", \"apiVersion\": \"admission.k8s.io/v1\"}",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no request"), "{}", stderr(&out));
+    let out = run(&["check", "/does/not/exist.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+}
