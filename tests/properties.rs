@@ -137,10 +137,10 @@ fn profile_of(rules: Vec<Value>, vswitch: bool) -> Profile {
         .map(|(i, mut r)| {
             r["name"] = json!(format!("r{i}"));
             // A vswitch effect must be a vswitch ID.
-            if let Some(a) = r["effect"]["annotations"].as_object_mut() {
-                if a.contains_key("k8s.aliyun.com/eci-vswitch") {
-                    a.insert("k8s.aliyun.com/eci-vswitch".into(), json!("vsw-rule"));
-                }
+            if let Some(a) = r["effect"]["annotations"].as_object_mut()
+                && a.contains_key("k8s.aliyun.com/eci-vswitch")
+            {
+                a.insert("k8s.aliyun.com/eci-vswitch".into(), json!("vsw-rule"));
             }
             r
         })
