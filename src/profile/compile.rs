@@ -252,6 +252,42 @@ impl Checker {
         }
     }
 
+    /// The entries of an object; anything else is reported as not `expected`.
+    fn object<'n>(
+        &mut self,
+        path: &str,
+        node: &'n Node,
+        expected: &str,
+    ) -> Option<&'n [(Node, Node)]> {
+        match &node.value {
+            Value::Mapping(fields) => Some(fields),
+            other => {
+                self.error(
+                    path,
+                    node,
+                    format!("must be {expected}, found {}", other.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// The items of a list (`null` is an empty one); anything else is reported.
+    fn list<'n>(&mut self, path: &str, node: &'n Node, expected: &str) -> &'n [Node] {
+        match &node.value {
+            Value::Null => &[],
+            Value::Sequence(items) => items,
+            other => {
+                self.error(
+                    path,
+                    node,
+                    format!("must be {expected}, found {}", other.kind()),
+                );
+                &[]
+            }
+        }
+    }
+
     /// Warns about every field of `entries` not in `known`.
     fn unknown_fields(&mut self, path: &str, entries: &[(Node, Node)], known: &[&str]) {
         for (key, _) in entries {
@@ -271,29 +307,13 @@ impl Checker {
         let Some(Some(root)) = self.parse(text) else {
             return Vec::new();
         };
-        let items = match &root.value {
-            Value::Sequence(items) => items,
-            Value::Null => return Vec::new(),
-            other => {
-                self.error(
-                    "",
-                    &root,
-                    format!("must be a list of selectors, found {}", other.kind()),
-                );
-                return Vec::new();
-            }
-        };
+        let items = self.list("", &root, "a list of selectors");
         let mut rules = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
         for (index, item) in items.iter().enumerate() {
             let path = format!("[{index}]");
             self.selector = Some(format!("selectors[{index}]"));
-            let Value::Mapping(fields) = &item.value else {
-                self.error(
-                    &path,
-                    item,
-                    format!("must be an object, found {}", item.value.kind()),
-                );
+            let Some(fields) = self.object(&path, item, "an object") else {
                 continue;
             };
             if let Some(rule) = self.rule(&path, item, fields) {
@@ -446,18 +466,10 @@ impl Checker {
 
     /// A `metav1.LabelSelector`; `None` when null or invalid.
     fn label_selector(&mut self, path: &str, node: &Node) -> Option<Selector> {
-        let fields = match &node.value {
-            Value::Null => return None,
-            Value::Mapping(fields) => fields,
-            other => {
-                self.error(
-                    path,
-                    node,
-                    format!("must be a label selector object, found {}", other.kind()),
-                );
-                return None;
-            }
-        };
+        if node.value == Value::Null {
+            return None;
+        }
+        let fields = self.object(path, node, "a label selector object")?;
         let errors_before = self.error_count();
         self.unknown_fields(path, fields, &["matchLabels", "matchExpressions"]);
         let mut requirements = Vec::new();
@@ -470,30 +482,17 @@ impl Checker {
         }
         if let Some(n) = field(fields, "matchExpressions") {
             let path = format!("{path}.matchExpressions");
-            match &n.value {
-                Value::Null => {}
-                Value::Sequence(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let Some(r) = self.requirement(&format!("{path}[{i}]"), item) {
-                            requirements.push(r);
-                        }
-                    }
+            for (i, item) in self.list(&path, n, "a list").iter().enumerate() {
+                if let Some(r) = self.requirement(&format!("{path}[{i}]"), item) {
+                    requirements.push(r);
                 }
-                other => self.error(&path, n, format!("must be a list, found {}", other.kind())),
             }
         }
         (self.error_count() == errors_before).then(|| Selector::new(requirements))
     }
 
     fn requirement(&mut self, path: &str, node: &Node) -> Option<Requirement> {
-        let Value::Mapping(fields) = &node.value else {
-            self.error(
-                path,
-                node,
-                format!("must be an object, found {}", node.value.kind()),
-            );
-            return None;
-        };
+        let fields = self.object(path, node, "an object")?;
         self.unknown_fields(path, fields, &["key", "operator", "values"]);
         let key = match field(fields, "key") {
             Some(Node {
@@ -544,35 +543,25 @@ impl Checker {
         };
         let mut values = Vec::new();
         if let Some(n) = field(fields, "values") {
-            match &n.value {
-                Value::Null => {}
-                Value::Sequence(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let vpath = format!("{path}.values[{i}]");
-                        match &item.value {
-                            Value::String(v) => {
-                                if let Err(why) = labels::check_label_value(v) {
-                                    self.error(
-                                        &vpath,
-                                        item,
-                                        format!("invalid label value {v:?}: {why}"),
-                                    );
-                                }
-                                values.push(v.clone());
-                            }
-                            other => self.error(
-                                &vpath,
-                                item,
-                                format!("must be a string, found {} (quote it)", other.kind()),
-                            ),
+            for (i, item) in self
+                .list(&format!("{path}.values"), n, "a list")
+                .iter()
+                .enumerate()
+            {
+                let vpath = format!("{path}.values[{i}]");
+                match &item.value {
+                    Value::String(v) => {
+                        if let Err(why) = labels::check_label_value(v) {
+                            self.error(&vpath, item, format!("invalid label value {v:?}: {why}"));
                         }
+                        values.push(v.clone());
                     }
+                    other => self.error(
+                        &vpath,
+                        item,
+                        format!("must be a string, found {} (quote it)", other.kind()),
+                    ),
                 }
-                other => self.error(
-                    &format!("{path}.values"),
-                    n,
-                    format!("must be a list, found {}", other.kind()),
-                ),
             }
         }
         let operator = operator?;
@@ -594,17 +583,11 @@ impl Checker {
 
     /// An object of strings; non-string values are reported and skipped.
     fn string_map(&mut self, path: &str, node: &Node) -> Vec<(Located, Located)> {
-        let entries = match &node.value {
-            Value::Null => return Vec::new(),
-            Value::Mapping(entries) => entries,
-            other => {
-                self.error(
-                    path,
-                    node,
-                    format!("must be an object of strings, found {}", other.kind()),
-                );
-                return Vec::new();
-            }
+        if node.value == Value::Null {
+            return Vec::new();
+        }
+        let Some(entries) = self.object(path, node, "an object of strings") else {
+            return Vec::new();
         };
         let mut out = Vec::with_capacity(entries.len());
         for (key, value) in entries {
@@ -648,17 +631,11 @@ impl Checker {
     }
 
     fn effect(&mut self, path: &str, node: &Node) -> (Pairs, Pairs) {
-        let fields = match &node.value {
-            Value::Null => return (Vec::new(), Vec::new()),
-            Value::Mapping(fields) => fields,
-            other => {
-                self.error(
-                    path,
-                    node,
-                    format!("must be an object, found {}", other.kind()),
-                );
-                return (Vec::new(), Vec::new());
-            }
+        if node.value == Value::Null {
+            return (Vec::new(), Vec::new());
+        }
+        let Some(fields) = self.object(path, node, "an object") else {
+            return (Vec::new(), Vec::new());
         };
         self.unknown_fields(path, fields, &["annotations", "labels"]);
         let mut annotations = Vec::new();
@@ -734,14 +711,7 @@ impl Checker {
 
     fn virtual_node(&mut self, text: &str) -> Option<VirtualNode> {
         let root = self.parse(text)??;
-        let Value::Mapping(fields) = &root.value else {
-            self.error(
-                "",
-                &root,
-                format!("must be an object, found {}", root.value.kind()),
-            );
-            return None;
-        };
+        let fields = self.object("", &root, "an object")?;
         let errors_before = self.error_count();
         self.unknown_fields("", fields, &["nodeSelector", "tolerations"]);
         let mut node_selector = Labels::new();
@@ -767,20 +737,10 @@ impl Checker {
         }
         let mut tolerations = Vec::new();
         if let Some(n) = field(fields, "tolerations") {
-            match &n.value {
-                Value::Null => {}
-                Value::Sequence(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        if let Some(t) = self.toleration(&format!(".tolerations[{i}]"), item) {
-                            tolerations.push(t);
-                        }
-                    }
+            for (i, item) in self.list(".tolerations", n, "a list").iter().enumerate() {
+                if let Some(t) = self.toleration(&format!(".tolerations[{i}]"), item) {
+                    tolerations.push(t);
                 }
-                other => self.error(
-                    ".tolerations",
-                    n,
-                    format!("must be a list, found {}", other.kind()),
-                ),
             }
         }
         (self.error_count() == errors_before).then_some(VirtualNode {
@@ -790,14 +750,7 @@ impl Checker {
     }
 
     fn toleration(&mut self, path: &str, node: &Node) -> Option<Toleration> {
-        let Value::Mapping(fields) = &node.value else {
-            self.error(
-                path,
-                node,
-                format!("must be an object, found {}", node.value.kind()),
-            );
-            return None;
-        };
+        let fields = self.object(path, node, "an object")?;
         self.unknown_fields(
             path,
             fields,
