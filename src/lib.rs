@@ -1,10 +1,15 @@
+pub mod certs;
 pub mod decision;
 pub mod eci_annotations;
 pub mod labels;
+pub mod metrics;
 pub mod namespaces;
 pub mod patch;
 pub mod pod;
 pub mod profile;
+pub mod published;
 pub mod review;
 pub mod selector;
+pub mod server;
 pub mod sources;
+pub mod tls;

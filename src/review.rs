@@ -249,15 +249,26 @@ pub fn render_response(uid: &str, decision: &Decision<'_>) -> Vec<u8> {
     serde_json::to_vec(&review).expect("a review serialises")
 }
 
-/// The whole path: request body → evaluation and response body.
-pub fn review<'p>(
-    body: &[u8],
-    context: Context<'p>,
-) -> Result<(Vec<u8>, Evaluation<'p>), ReviewError> {
+/// A request answered: what it was, what was decided, and the response body.
+#[derive(Debug)]
+pub struct Reviewed<'p> {
+    pub uid: String,
+    pub operation: String,
+    pub evaluation: Evaluation<'p>,
+    pub response: Vec<u8>,
+}
+
+/// The whole path: request body → decision and response body.
+pub fn review<'p>(body: &[u8], context: Context<'p>) -> Result<Reviewed<'p>, ReviewError> {
     let request = parse_request(body)?;
     let evaluation = evaluate(&request, context);
     let response = render_response(request.uid(), &evaluation.decision);
-    Ok((response, evaluation))
+    Ok(Reviewed {
+        uid: request.uid().to_string(),
+        operation: request.operation,
+        evaluation,
+        response,
+    })
 }
 
 /// An AdmissionReview request body for creating `pod` in `namespace`, shaped

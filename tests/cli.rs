@@ -68,12 +68,12 @@ fn review_output_is_the_servers_response_byte_for_byte() {
         exclusions: &Exclusions::default(),
         namespaces: &ns,
     };
-    let (expected, _) = review::review(
+    let reviewed = review::review(
         &admission_fixture("create-labelled-pod-with-everything"),
         context,
     )
     .unwrap();
-    let mut expected_line = expected;
+    let mut expected_line = reviewed.response;
     expected_line.push(b'\n');
     assert_eq!(out.stdout, expected_line);
 }

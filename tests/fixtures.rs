@@ -58,8 +58,9 @@ fn review_with(body: &[u8], profile: &Profile, namespaces: &StaticNamespaces) ->
         exclusions: &exclusions,
         namespaces,
     };
-    let (bytes, evaluation) = review::review(body, context).expect("a valid review");
-    let response: Value = serde_json::from_slice(&bytes).expect("response is JSON");
+    let reviewed = review::review(body, context).expect("a valid review");
+    let evaluation = reviewed.evaluation;
+    let response: Value = serde_json::from_slice(&reviewed.response).expect("response is JSON");
     let patch = match response["response"]["patch"].as_str() {
         Some(b64) => {
             let raw = base64::engine::general_purpose::STANDARD

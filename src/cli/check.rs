@@ -78,8 +78,11 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     }
     let mut out = String::new();
     for (i, case) in cases.iter().enumerate() {
-        let (response, evaluation) =
-            review::review(&case.body, context).map_err(|e| format!("{}: {e}", case.label))?;
+        let review::Reviewed {
+            response,
+            evaluation,
+            ..
+        } = review::review(&case.body, context).map_err(|e| format!("{}: {e}", case.label))?;
         match args.output {
             Output::Review => {
                 out.push_str(std::str::from_utf8(&response).expect("JSON is UTF-8"));

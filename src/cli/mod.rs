@@ -1,6 +1,8 @@
-//! Command-line interface: `check`, `validate`.
+//! Command-line interface: `serve`, `check`, `validate`, `certs`.
 
+mod certs;
 mod check;
+mod serve;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -21,10 +23,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the webhook server (HTTPS) and its admin listener (HTTP).
+    Serve(Box<serve::ServeArgs>),
     /// Show what the webhook does with pods or AdmissionReview requests.
     Check(check::CheckArgs),
     /// Validate profile ConfigMaps (manifests or mounted directories).
     Validate(validate::ValidateArgs),
+    /// Write a CA and a serving certificate signed by it (ca.crt, tls.crt, tls.key).
+    Certs(certs::CertsArgs),
 }
 
 /// Exit code for a refused profile or unreadable input.
@@ -34,8 +40,10 @@ const FAILURE: u8 = 1;
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(*args),
         Command::Check(args) => check::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Certs(args) => certs::run(args),
     };
     match result {
         Ok(code) => code,

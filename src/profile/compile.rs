@@ -136,22 +136,10 @@ pub fn compile(data: &ProfileData) -> Compiled {
             virtual_node,
             cluster_annotations,
             effects_feed_selection,
-            digest: digest(data),
+            digest: data.digest(),
         }),
         diagnostics,
     }
-}
-
-/// FNV-1a over the entries, stable across processes and versions.
-fn digest(data: &ProfileData) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (key, entry) in &data.entries {
-        for byte in key.bytes().chain([0]).chain(entry.text.bytes()).chain([0]) {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
 }
 
 /// Key/value pairs in profile order.

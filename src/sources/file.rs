@@ -2,10 +2,14 @@
 //! (YAML or JSON) or a directory with one file per key (a mounted ConfigMap).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use super::watch::{self, Changes};
+use crate::metrics::Metrics;
 use crate::namespaces::StaticNamespaces;
-use crate::profile::{Diagnostic, Diagnostics, Entry, Origin, ProfileData, Severity};
+use crate::profile::{self, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Severity};
+use crate::published::Published;
 
 /// Reads profile data from a ConfigMap manifest file or a mounted directory.
 pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
@@ -67,4 +71,52 @@ pub fn read_namespaces(path: &Path) -> Result<StaticNamespaces, String> {
     let text =
         fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
     StaticNamespaces::from_manifests(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reads and compiles a profile file; errors are the findings, as text.
+pub fn load_profile(path: &Path) -> Result<(Profile, Diagnostics), String> {
+    let data = read_profile(path).map_err(|d| d.to_string())?;
+    profile::compile(&data)
+        .into_result()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Re-reads the profile at `path` and publishes it when it changed and is
+/// valid; an invalid one is logged and the last good profile stays.
+pub fn reload_profile(path: &Path, published: &Published<Profile>, metrics: &Metrics) {
+    let data = match read_profile(path) {
+        Ok(data) => data,
+        Err(diagnostics) => {
+            metrics.profile_loaded(None);
+            tracing::error!(path = %path.display(), error = %diagnostics, "cannot read the profile; keeping the last good one");
+            return;
+        }
+    };
+    if data.digest() == published.get().digest() {
+        return;
+    }
+    match profile::compile(&data).into_result() {
+        Ok((profile, diagnostics)) => {
+            for d in diagnostics.iter().filter(|d| d.severity == Severity::Warning) {
+                tracing::warn!(path = %path.display(), "{d}");
+            }
+            let (digest, rules) = (profile.digest(), profile.rule_count());
+            published.publish(profile);
+            metrics.profile_loaded(Some((digest, rules)));
+            tracing::info!(path = %path.display(), digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
+        }
+        Err(e) => {
+            metrics.profile_loaded(None);
+            tracing::error!(path = %path.display(), error = %e, "profile rejected; keeping the last good one");
+        }
+    }
+}
+
+/// Follows the profile file (or mounted directory) at `path` for ever.
+pub async fn follow_profile(path: PathBuf, published: Arc<Published<Profile>>, metrics: Arc<Metrics>) {
+    let mut changes = Changes::watch(&[&path], watch::DEBOUNCE, watch::POLL);
+    loop {
+        changes.next().await;
+        reload_profile(&path, &published, &metrics);
+    }
 }

@@ -1,3 +1,4 @@
 //! Where profiles and namespace labels come from, outside the pure core.
 
 pub mod file;
+pub mod watch;

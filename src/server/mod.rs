@@ -1,0 +1,261 @@
+//! The HTTPS webhook server and its plain-HTTP admin listener.
+//!
+//! - [`webhook::router`]: `POST /mutate`, AdmissionReview in and out.
+//! - [`admin::router`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`Server`]: binds both, serves the webhook over TLS only, follows the
+//!   certificate and profile files, and drains on shutdown.
+
+pub mod admin;
+mod listener;
+pub mod webhook;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::decision::Exclusions;
+use crate::metrics::Metrics;
+use crate::namespaces::NamespaceLookup;
+use crate::profile::Profile;
+use crate::published::Published;
+use crate::sources::watch::{self, Changes};
+use crate::tls::{self, CertificateStore, Reload};
+
+/// Limits that protect the server from slow or large requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Upper bound for reading a request body and answering it (the API
+    /// server's `?timeout=` lowers it further).
+    pub request_timeout: Duration,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What `/readyz` reports on.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    profile_loaded: AtomicBool,
+    certificate_served: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Readiness {
+    /// Marks a profile as loaded.
+    pub fn set_profile_loaded(&self) {
+        self.profile_loaded.store(true, Ordering::Release);
+    }
+
+    /// Marks the webhook listener as serving its certificate.
+    pub fn set_certificate_served(&self) {
+        self.certificate_served.store(true, Ordering::Release);
+    }
+
+    /// Marks the server as shutting down.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else what is missing.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            Err("shutting down")
+        } else if !self.profile_loaded.load(Ordering::Acquire) {
+            Err("no profile loaded yet")
+        } else if !self.certificate_served.load(Ordering::Acquire) {
+            Err("the webhook listener is not serving yet")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Everything the request path reads, shared by every connection.
+pub struct State {
+    pub profile: Arc<Published<Profile>>,
+    pub namespaces: Arc<dyn NamespaceLookup>,
+    pub exclusions: Exclusions,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Readiness,
+    pub limits: Limits,
+}
+
+impl State {
+    /// State serving `profile`, which counts as loaded.
+    pub fn new(
+        profile: Profile,
+        namespaces: Arc<dyn NamespaceLookup>,
+        exclusions: Exclusions,
+        limits: Limits,
+    ) -> Self {
+        let metrics = Metrics::default();
+        metrics.profile_loaded(Some((profile.digest(), profile.rule_count())));
+        let readiness = Readiness::default();
+        readiness.set_profile_loaded();
+        Self {
+            profile: Arc::new(Published::new(profile)),
+            namespaces,
+            exclusions,
+            metrics: Arc::new(metrics),
+            readiness,
+            limits,
+        }
+    }
+}
+
+/// How the server starts and stops.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// A profile file or directory to follow; `None` keeps the profile the state started with.
+    pub profile_file: Option<PathBuf>,
+    /// After shutdown is asked: time still served while readiness reports 503,
+    /// so that endpoints stop sending traffic.
+    pub shutdown_delay: Duration,
+    /// After that: time in-flight requests get to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// A bound server, not yet serving.
+pub struct Server {
+    options: Options,
+    state: Arc<State>,
+    certificates: Arc<CertificateStore>,
+    tls: Arc<rustls::ServerConfig>,
+    webhook: TcpListener,
+    admin: TcpListener,
+}
+
+impl Server {
+    /// Loads the certificate and binds both listeners.
+    pub async fn bind(options: Options, state: Arc<State>) -> anyhow::Result<Self> {
+        let certificates = Arc::new(CertificateStore::open(&options.tls_cert, &options.tls_key)?);
+        state.metrics.certificate_loaded(true, certificates.expiry());
+        let tls = Arc::new(tls::server_config(
+            certificates.clone(),
+            options.client_ca.as_deref(),
+        )?);
+        let webhook = TcpListener::bind(options.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
+        let admin = TcpListener::bind(options.admin_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.admin_listen))?;
+        Ok(Self {
+            options,
+            state,
+            certificates,
+            tls,
+            webhook,
+            admin,
+        })
+    }
+
+    /// Where the webhook listens (HTTPS).
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook.local_addr().expect("bound")
+    }
+
+    /// Where the admin listener listens (HTTP).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().expect("bound")
+    }
+
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503,
+    /// the webhook keeps answering for the shutdown delay, in-flight requests
+    /// get the grace period, and the process may exit.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            options,
+            state,
+            certificates,
+            tls,
+            webhook,
+            admin,
+        } = self;
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(follow_certificates(certificates, state.metrics.clone()));
+        if let Some(path) = options.profile_file.clone() {
+            background.spawn(crate::sources::file::follow_profile(
+                path,
+                state.profile.clone(),
+                state.metrics.clone(),
+            ));
+        }
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let webhook_task = tokio::spawn(listener::serve_tls(
+            webhook,
+            tls,
+            webhook::router(state.clone()),
+            state.limits,
+            stop_rx.clone(),
+            options.shutdown_grace,
+        ));
+        let mut admin_stop = stop_rx.clone();
+        let admin_router = admin::router(state.clone());
+        let admin_task = tokio::spawn(async move {
+            axum::serve(admin, admin_router)
+                .with_graceful_shutdown(async move {
+                    let _ = admin_stop.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        state.readiness.set_certificate_served();
+        tracing::info!(webhook = %options.listen, admin = %options.admin_listen, "serving");
+
+        shutdown.await;
+        state.readiness.set_draining();
+        tracing::info!(delay = ?options.shutdown_delay, "shutting down: readiness is now 503");
+        tokio::time::sleep(options.shutdown_delay).await;
+        let _ = stop_tx.send(true);
+        webhook_task.await?;
+        admin_task.await??;
+        background.abort_all();
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Re-reads the certificate files whenever they may have changed.
+async fn follow_certificates(store: Arc<CertificateStore>, metrics: Arc<crate::metrics::Metrics>) {
+    let [cert, key] = store.paths();
+    let mut changes = Changes::watch(&[cert, key], watch::DEBOUNCE, watch::POLL);
+    loop {
+        changes.next().await;
+        match store.reload() {
+            Ok(Reload::Unchanged) => {}
+            Ok(Reload::Replaced) => {
+                metrics.certificate_loaded(true, store.expiry());
+                tracing::info!(expiry = ?store.expiry(), "serving certificate replaced");
+            }
+            Err(e) => {
+                metrics.certificate_loaded(false, None);
+                tracing::error!(error = %e, "new certificate refused; the current one stays in use");
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! `POST /mutate`: AdmissionReview v1 in, AdmissionReview v1 out, through
+//! [`review::review`], the code path `eci-profile check -o review` uses.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, Request, State as Extract};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::Deserialize;
+use tracing::{Instrument as _, field};
+
+use super::State;
+use crate::decision::Outcome;
+use crate::review::{self, Context};
+
+/// The webhook's routes; unknown paths get 404, other methods 405.
+pub fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(state)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct MutateQuery {
+    /// kube-apiserver's own deadline for the call, e.g. `10s`.
+    timeout: Option<String>,
+}
+
+async fn mutate(
+    Extract(state): Extract<Arc<State>>,
+    Query(query): Query<MutateQuery>,
+    request: Request,
+) -> Response {
+    let span = tracing::info_span!(
+        "admission",
+        uid = field::Empty,
+        operation = field::Empty,
+        namespace = field::Empty,
+        pod = field::Empty,
+        decision = field::Empty,
+        rules = field::Empty,
+    );
+    let started = Instant::now();
+    let response = answer(&state, query, request).instrument(span).await;
+    state
+        .metrics
+        .request_duration
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(state: &State, query: MutateQuery, request: Request) -> Response {
+    let deadline = query
+        .timeout
+        .as_deref()
+        .and_then(parse_go_duration)
+        .map_or(state.limits.request_timeout, |t| t.min(state.limits.request_timeout));
+    let limit = state.limits.max_body_bytes;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return refuse(state, StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("request body over {limit} bytes"));
+    }
+    let body = Limited::new(request.into_body(), limit);
+    let bytes = match tokio::time::timeout(deadline, read(body)).await {
+        Err(_) => return refuse(state, StatusCode::REQUEST_TIMEOUT, "timeout", "request body not received in time".into()),
+        Ok(Err(BodyError::TooLarge)) => {
+            return refuse(state, StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("request body over {limit} bytes"));
+        }
+        Ok(Err(BodyError::Read(e))) => {
+            return refuse(state, StatusCode::BAD_REQUEST, "bad-request", format!("cannot read the request body: {e}"));
+        }
+        Ok(Ok(bytes)) => bytes,
+    };
+    tracing::trace!(body = %String::from_utf8_lossy(&bytes), "request body");
+
+    let profile = state.profile.get();
+    let context = Context {
+        profile: &profile,
+        exclusions: &state.exclusions,
+        namespaces: &*state.namespaces,
+    };
+    let reviewed = match review::review(&bytes, context) {
+        Ok(reviewed) => reviewed,
+        Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    let evaluation = &reviewed.evaluation;
+    let decision = &evaluation.decision;
+    let span = tracing::Span::current();
+    span.record("uid", reviewed.uid.as_str());
+    span.record("operation", reviewed.operation.as_str());
+    span.record("namespace", evaluation.namespace.as_str());
+    if let Some(pod) = &evaluation.pod {
+        span.record("pod", pod.display_name().as_str());
+    }
+    let rules = decision.applied.join(",");
+    span.record("rules", rules.as_str());
+    let reason = match &decision.outcome {
+        Outcome::Skipped(reason) => reason.code(),
+        _ => "",
+    };
+    span.record("decision", decision.outcome.as_str());
+    state.metrics.request(decision.outcome.as_str(), reason);
+    match &decision.outcome {
+        Outcome::Skipped(reason) if matches!(reason, crate::decision::SkipReason::NotPodCreate) => {
+            tracing::debug!("not a pod creation: allowed unchanged");
+        }
+        Outcome::Skipped(reason) => {
+            tracing::info!(reason = reason.code(), warnings = ?decision.warnings, "pod allowed unchanged: {reason}");
+        }
+        Outcome::Unchanged => tracing::info!("pod already complete: allowed unchanged"),
+        Outcome::Mutated => tracing::info!(operations = decision.patch.0.len(), "pod patched"),
+    }
+    ([(header::CONTENT_TYPE, "application/json")], reviewed.response).into_response()
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read(body: Limited<Body>) -> Result<axum::body::Bytes, BodyError> {
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+/// A plain-text error answer; the request counts as an error.
+fn refuse(state: &State, status: StatusCode, kind: &'static str, message: String) -> Response {
+    state.metrics.request("error", kind);
+    tracing::warn!(status = status.as_u16(), "request refused: {message}");
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+/// Parses a Go duration as kube-apiserver writes it (`10s`, `1m30s`, `500ms`).
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let mut rest = s;
+    let mut total = Duration::ZERO;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(number * seconds).ok()?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_go_duration(""), None);
+        assert_eq!(parse_go_duration("5"), None);
+        assert_eq!(parse_go_duration("5 parsecs"), None);
+    }
+}
