@@ -33,11 +33,13 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<Generated, rcgen
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let not_before = rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(Duration::from_secs(3600));
+    let not_before =
+        rcgen::date_time_ymd(1970, 1, 1) + now.saturating_sub(Duration::from_secs(3600));
     let not_after = rcgen::date_time_ymd(1970, 1, 1) + now + VALIDITY;
 
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name.push(DnType::CommonName, "eci-profile CA");
+    ca.distinguished_name
+        .push(DnType::CommonName, "eci-profile CA");
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca.not_before = not_before;
@@ -52,7 +54,8 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<Generated, rcgen
         .cloned()
         .or_else(|| ips.first().map(ToString::to_string))
         .unwrap_or_else(|| "eci-profile".into());
-    leaf.distinguished_name.push(DnType::CommonName, common_name);
+    leaf.distinguished_name
+        .push(DnType::CommonName, common_name);
     leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     leaf.not_before = not_before;
@@ -153,7 +156,8 @@ fn parse_time(tag: u8, s: &str) -> Option<i64> {
         _ => return None,
     };
     let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
@@ -187,7 +191,10 @@ mod tests {
         let g = generate(&["localhost".into()], &["127.0.0.1".parse().unwrap()]).unwrap();
         let der = CertificateDer::from_pem_slice(g.cert_pem.as_bytes()).unwrap();
         let expiry = not_after(&der).expect("notAfter parses");
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let expected = now + VALIDITY.as_secs() as i64;
         assert!((expiry - expected).abs() < 120, "{expiry} vs {expected}");
         assert!(not_after(b"not a certificate").is_none());
@@ -200,9 +207,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("eci-profile-certs-{}", std::process::id()));
         let g = generate(&["localhost".into()], &[]).unwrap();
         write(&dir, &g).unwrap();
-        let mode = fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let mode = fs::metadata(dir.join(CERT_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(CERT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o644);
         fs::remove_dir_all(dir).unwrap();
     }

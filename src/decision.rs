@@ -76,6 +76,14 @@ impl Outcome {
             Outcome::Skipped(_) => "skipped",
         }
     }
+
+    /// The skip reason's code; empty unless skipped.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Skipped(reason) => reason.code(),
+            _ => "",
+        }
+    }
 }
 
 /// Why a pod is left alone.

@@ -119,7 +119,11 @@ impl Metrics {
 
     /// Records a profile load attempt; on success, the new profile's figures.
     pub fn profile_loaded(&self, loaded: Option<(u64, usize)>) {
-        let result = if loaded.is_some() { "success" } else { "failure" };
+        let result = if loaded.is_some() {
+            "success"
+        } else {
+            "failure"
+        };
         self.profile_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
@@ -166,10 +170,21 @@ mod tests {
         m.profile_loaded(Some((0xabc, 4)));
         m.certificate_loaded(true, Some(1_900_000_000));
         let text = m.encode();
-        assert!(text.contains(r#"eci_profile_admission_requests_total{outcome="skipped",reason="not-selected"} 1"#), "{text}");
-        assert!(text.contains(r#"eci_profile_profile_info{digest="0000000000000abc"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"eci_profile_admission_requests_total{outcome="skipped",reason="not-selected"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eci_profile_profile_info{digest="0000000000000abc"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("eci_profile_profile_selectors 4"), "{text}");
-        assert!(text.contains("eci_profile_certificate_expiry_timestamp_seconds 1900000000"), "{text}");
+        assert!(
+            text.contains("eci_profile_certificate_expiry_timestamp_seconds 1900000000"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -173,7 +173,8 @@ pub fn server_config(
                 .map_err(|e| TlsError(format!("{}: cannot read: {e}", path.display())))?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| TlsError(format!("{}: invalid PEM: {e}", path.display())))?;
+                let cert =
+                    cert.map_err(|e| TlsError(format!("{}: invalid PEM: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| TlsError(format!("{}: {e}", path.display())))?;

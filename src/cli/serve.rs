@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
 use eci_profile::profile::{Profile, Severity};
-use eci_profile::server::{self, Limits, Server, State};
 use eci_profile::server::webhook::parse_go_duration;
+use eci_profile::server::{self, Limits, Server, State};
 use eci_profile::sources::file::{load_profile, read_namespaces};
 use eci_profile::{certs, tls};
 
@@ -24,13 +24,27 @@ pub struct ServeArgs {
     #[arg(long, env = "ECI_PROFILE_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
     /// Address of the plain-HTTP admin listener (/healthz, /readyz, /metrics)
-    #[arg(long, env = "ECI_PROFILE_ADMIN_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "ECI_PROFILE_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     admin_listen: SocketAddr,
     /// Serving certificate (PEM chain) [default: certs/tls.crt, generated with the key on first start when both are missing]
-    #[arg(long, env = "ECI_PROFILE_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    #[arg(
+        long,
+        env = "ECI_PROFILE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
     tls_cert: Option<PathBuf>,
     /// Serving certificate's private key (PEM) [default: certs/tls.key]
-    #[arg(long, env = "ECI_PROFILE_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    #[arg(
+        long,
+        env = "ECI_PROFILE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA (PEM)
     #[arg(long, env = "ECI_PROFILE_CLIENT_CA", value_name = "FILE")]
@@ -42,7 +56,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ECI_PROFILE_NAMESPACES_FILE", value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
     /// Also leave pods in this namespace alone (repeatable; comma-separated in the environment)
-    #[arg(long = "exclude-namespace", env = "ECI_PROFILE_EXCLUDE_NAMESPACE", value_name = "NS", value_delimiter = ',')]
+    #[arg(
+        long = "exclude-namespace",
+        env = "ECI_PROFILE_EXCLUDE_NAMESPACE",
+        value_name = "NS",
+        value_delimiter = ','
+    )]
     exclude_namespaces: Vec<String>,
     /// Largest accepted request body, in bytes
     #[arg(long, env = "ECI_PROFILE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -71,7 +90,8 @@ enum LogFormat {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s).ok_or_else(|| format!("{s:?} is not a duration such as 10s, 500ms or 1m30s"))
+    parse_go_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 10s, 500ms or 1m30s"))
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
@@ -114,8 +134,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        let server = Server::bind(options, state).await.map_err(|e| e.to_string())?;
-        server.run(shutdown_signal()).await.map_err(|e| e.to_string())
+        let server = Server::bind(options, state)
+            .await
+            .map_err(|e| e.to_string())?;
+        server
+            .run(shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -126,7 +151,10 @@ fn initial_profile(path: Option<&Path>) -> Result<(Profile, String), String> {
         return Ok((Profile::embedded_default(), "embedded default".to_string()));
     };
     let (profile, diagnostics) = load_profile(path)?;
-    for d in diagnostics.iter().filter(|d| d.severity == Severity::Warning) {
+    for d in diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+    {
         tracing::warn!("{d}");
     }
     Ok((profile, path.display().to_string()))
@@ -143,8 +171,11 @@ fn certificate_paths(args: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
     match (cert.exists(), key.exists()) {
         (true, true) => {}
         (false, false) => {
-            let generated = certs::generate(&["localhost".into()], &["127.0.0.1".parse().expect("an IP")])
-                .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+            let generated = certs::generate(
+                &["localhost".into()],
+                &["127.0.0.1".parse().expect("an IP")],
+            )
+            .map_err(|e| format!("cannot generate a certificate: {e}"))?;
             let ca = certs::write(dir, &generated)
                 .map_err(|e| format!("cannot write certificates into {}: {e}", dir.display()))?;
             tracing::info!(ca = %ca.display(), "generated a development CA and serving certificate (localhost, 127.0.0.1)");
@@ -176,7 +207,11 @@ fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
 }
 

@@ -23,7 +23,10 @@ pub fn router(state: Arc<State>) -> Router {
 async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
     match state.readiness.check() {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 

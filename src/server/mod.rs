@@ -153,7 +153,9 @@ impl Server {
     /// Loads the certificate and binds both listeners.
     pub async fn bind(options: Options, state: Arc<State>) -> anyhow::Result<Self> {
         let certificates = Arc::new(CertificateStore::open(&options.tls_cert, &options.tls_key)?);
-        state.metrics.certificate_loaded(true, certificates.expiry());
+        state
+            .metrics
+            .certificate_loaded(true, certificates.expiry());
         let tls = Arc::new(tls::server_config(
             certificates.clone(),
             options.client_ca.as_deref(),
@@ -206,6 +208,7 @@ impl Server {
             ));
         }
 
+        let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let webhook_task = tokio::spawn(listener::serve_tls(
             webhook,
@@ -225,7 +228,7 @@ impl Server {
                 .await
         });
         state.readiness.set_certificate_served();
-        tracing::info!(webhook = %options.listen, admin = %options.admin_listen, "serving");
+        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
 
         shutdown.await;
         state.readiness.set_draining();

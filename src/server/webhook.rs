@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tracing::{Instrument as _, field};
 
 use super::State;
-use crate::decision::Outcome;
+use crate::decision::{Outcome, SkipReason};
 use crate::review::{self, Context};
 
 /// The webhook's routes; unknown paths get 404, other methods 405.
@@ -61,7 +61,9 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
         .timeout
         .as_deref()
         .and_then(parse_go_duration)
-        .map_or(state.limits.request_timeout, |t| t.min(state.limits.request_timeout));
+        .map_or(state.limits.request_timeout, |t| {
+            t.min(state.limits.request_timeout)
+        });
     let limit = state.limits.max_body_bytes;
     let declared = request
         .headers()
@@ -69,16 +71,38 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return refuse(state, StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("request body over {limit} bytes"));
+        return refuse(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("request body over {limit} bytes"),
+        );
     }
     let body = Limited::new(request.into_body(), limit);
     let bytes = match tokio::time::timeout(deadline, read(body)).await {
-        Err(_) => return refuse(state, StatusCode::REQUEST_TIMEOUT, "timeout", "request body not received in time".into()),
+        Err(_) => {
+            return refuse(
+                state,
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "request body not received in time".into(),
+            );
+        }
         Ok(Err(BodyError::TooLarge)) => {
-            return refuse(state, StatusCode::PAYLOAD_TOO_LARGE, "too-large", format!("request body over {limit} bytes"));
+            return refuse(
+                state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                format!("request body over {limit} bytes"),
+            );
         }
         Ok(Err(BodyError::Read(e))) => {
-            return refuse(state, StatusCode::BAD_REQUEST, "bad-request", format!("cannot read the request body: {e}"));
+            return refuse(
+                state,
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("cannot read the request body: {e}"),
+            );
         }
         Ok(Ok(bytes)) => bytes,
     };
@@ -105,14 +129,12 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
     }
     let rules = decision.applied.join(",");
     span.record("rules", rules.as_str());
-    let reason = match &decision.outcome {
-        Outcome::Skipped(reason) => reason.code(),
-        _ => "",
-    };
     span.record("decision", decision.outcome.as_str());
-    state.metrics.request(decision.outcome.as_str(), reason);
+    state
+        .metrics
+        .request(decision.outcome.as_str(), decision.outcome.reason());
     match &decision.outcome {
-        Outcome::Skipped(reason) if matches!(reason, crate::decision::SkipReason::NotPodCreate) => {
+        Outcome::Skipped(SkipReason::NotPodCreate) => {
             tracing::debug!("not a pod creation: allowed unchanged");
         }
         Outcome::Skipped(reason) => {
@@ -121,7 +143,11 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
         Outcome::Unchanged => tracing::info!("pod already complete: allowed unchanged"),
         Outcome::Mutated => tracing::info!(operations = decision.patch.0.len(), "pod patched"),
     }
-    ([(header::CONTENT_TYPE, "application/json")], reviewed.response).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        reviewed.response,
+    )
+        .into_response()
 }
 
 enum BodyError {
@@ -141,7 +167,12 @@ async fn read(body: Limited<Body>) -> Result<axum::body::Bytes, BodyError> {
 fn refuse(state: &State, status: StatusCode, kind: &'static str, message: String) -> Response {
     state.metrics.request("error", kind);
     tracing::warn!(status = status.as_u16(), "request refused: {message}");
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 /// Parses a Go duration as kube-apiserver writes it (`10s`, `1m30s`, `500ms`).

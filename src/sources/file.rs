@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::watch::{self, Changes};
 use crate::metrics::Metrics;
 use crate::namespaces::StaticNamespaces;
-use crate::profile::{self, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Severity};
+use crate::profile::{
+    self, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Severity,
+};
 use crate::published::Published;
 
 /// Reads profile data from a ConfigMap manifest file or a mounted directory.
@@ -97,7 +99,10 @@ pub fn reload_profile(path: &Path, published: &Published<Profile>, metrics: &Met
     }
     match profile::compile(&data).into_result() {
         Ok((profile, diagnostics)) => {
-            for d in diagnostics.iter().filter(|d| d.severity == Severity::Warning) {
+            for d in diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+            {
                 tracing::warn!(path = %path.display(), "{d}");
             }
             let (digest, rules) = (profile.digest(), profile.rule_count());
@@ -113,7 +118,11 @@ pub fn reload_profile(path: &Path, published: &Published<Profile>, metrics: &Met
 }
 
 /// Follows the profile file (or mounted directory) at `path` for ever.
-pub async fn follow_profile(path: PathBuf, published: Arc<Published<Profile>>, metrics: Arc<Metrics>) {
+pub async fn follow_profile(
+    path: PathBuf,
+    published: Arc<Published<Profile>>,
+    metrics: Arc<Metrics>,
+) {
     let mut changes = Changes::watch(&[&path], watch::DEBOUNCE, watch::POLL);
     loop {
         changes.next().await;
