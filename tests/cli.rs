@@ -277,3 +277,79 @@ fn unreadable_input_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
 }
+
+/// `serve` as the README runs it: in a fresh directory it generates a
+/// development CA and serving pair into `certs/`, serves, reads flags from
+/// the environment, and exits 0 on SIGTERM.
+#[test]
+fn serve_starts_on_a_fresh_machine_and_stops_on_sigterm() {
+    use std::io::{BufRead as _, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = bin()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("ECI_PROFILE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("ECI_PROFILE_SHUTDOWN_DELAY", "0s")
+        .env("ECI_PROFILE_LOG_FORMAT", "json")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let serving = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("\"serving\""))
+        .expect("the server logs that it is serving");
+    let log: Value = serde_json::from_str(&serving).expect("JSON logs");
+    let webhook: std::net::SocketAddr = log["fields"]["webhook"].as_str().unwrap().parse().unwrap();
+    assert_ne!(webhook.port(), 0);
+    use std::os::unix::fs::PermissionsExt as _;
+    let key_mode = std::fs::metadata(dir.path().join("certs/tls.key")).unwrap().permissions().mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    assert!(dir.path().join("certs/ca.crt").exists());
+    // TLS answers on the port.
+    assert!(std::net::TcpStream::connect(webhook).is_ok());
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
+}
+
+#[test]
+fn serve_refuses_an_invalid_profile_at_start() {
+    let path = write_temp("serve", BROKEN);
+    let out = bin()
+        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("ECI_PROFILE_PROFILE_FILE", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown policy \"sometimes\""), "{}", stderr(&out));
+}
+
+#[test]
+fn certs_command_writes_a_cert_manager_style_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tls");
+    let out = run(&[
+        "certs",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--dns",
+        "eci-profile.eci-profile-system.svc",
+        "--ip",
+        "10.0.0.1",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for file in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(out_dir.join(file).exists(), "{file}");
+    }
+    eci_profile::tls::install_default_provider();
+    let pair = eci_profile::tls::load_pair(&out_dir.join("tls.crt"), &out_dir.join("tls.key")).unwrap();
+    assert!(pair.expiry.is_some());
+    let out = run(&["certs", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+}
