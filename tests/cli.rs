@@ -305,12 +305,18 @@ fn serve_starts_on_a_fresh_machine_and_stops_on_sigterm() {
     let webhook: std::net::SocketAddr = log["fields"]["webhook"].as_str().unwrap().parse().unwrap();
     assert_ne!(webhook.port(), 0);
     use std::os::unix::fs::PermissionsExt as _;
-    let key_mode = std::fs::metadata(dir.path().join("certs/tls.key")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(dir.path().join("certs/tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
     assert!(dir.path().join("certs/ca.crt").exists());
     // TLS answers on the port.
     assert!(std::net::TcpStream::connect(webhook).is_ok());
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
@@ -322,12 +328,22 @@ fn serve_starts_on_a_fresh_machine_and_stops_on_sigterm() {
 fn serve_refuses_an_invalid_profile_at_start() {
     let path = write_temp("serve", BROKEN);
     let out = bin()
-        .args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env("ECI_PROFILE_PROFILE_FILE", &path)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unknown policy \"sometimes\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown policy \"sometimes\""),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -348,7 +364,8 @@ fn certs_command_writes_a_cert_manager_style_secret() {
         assert!(out_dir.join(file).exists(), "{file}");
     }
     eci_profile::tls::install_default_provider();
-    let pair = eci_profile::tls::load_pair(&out_dir.join("tls.crt"), &out_dir.join("tls.key")).unwrap();
+    let pair =
+        eci_profile::tls::load_pair(&out_dir.join("tls.crt"), &out_dir.join("tls.key")).unwrap();
     assert!(pair.expiry.is_some());
     let out = run(&["certs", "--out", out_dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));

@@ -162,20 +162,25 @@ impl Harness {
     }
 
     async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let stream = TcpStream::connect(self.admin).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let request = Request::get(path)
-            .header("host", "admin")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        http_get(self.admin, path).await
     }
+}
+
+/// `GET path` over plain HTTP/1.1 (the admin listener).
+async fn http_get(addr: SocketAddr, path: &str) -> (StatusCode, String) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let request = Request::get(path)
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
 }
 
 // ---------- a real client ----------
@@ -654,25 +659,9 @@ async fn certificate_rotation_by_symlink_swap_loses_no_request() {
     );
     let admin = h.admin;
     let refused = eventually(Duration::from_secs(10), || async move {
-        let stream = TcpStream::connect(admin).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        http_get(admin, "/metrics")
             .await
-            .unwrap();
-        tokio::spawn(conn);
-        let request = Request::get("/metrics")
-            .header("host", "a")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let body = sender
-            .send_request(request)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes();
-        String::from_utf8_lossy(&body)
+            .1
             .contains(r#"eci_profile_certificate_reloads_total{result="failure"} 1"#)
     })
     .await;
@@ -749,13 +738,11 @@ async fn profile_reload_from_a_mounted_configmap() {
             ("vpcId", b"vpc-1"),
         ],
     );
-    let admin = h.admin;
     let state = h.state.clone();
     assert!(
         eventually(Duration::from_secs(10), move || {
             let state = state.clone();
             async move {
-                let _ = admin;
                 state
                     .metrics
                     .encode()
@@ -801,18 +788,12 @@ async fn readiness_and_graceful_shutdown() {
     let _ = stop.unwrap().send(());
     // During the delay: not ready, but still answering.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let stream = TcpStream::connect(admin).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let request = Request::get("/readyz")
-        .header("host", "a")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
     assert_eq!(
-        sender.send_request(request).await.unwrap().status(),
-        StatusCode::SERVICE_UNAVAILABLE
+        http_get(admin, "/readyz").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n".to_string()
+        )
     );
     let a = client
         .post(
