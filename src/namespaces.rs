@@ -4,6 +4,8 @@
 //! [`StaticNamespaces`] read from Namespace manifests.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -14,6 +16,12 @@ use crate::labels::Labels;
 pub trait NamespaceLookup: Send + Sync {
     /// The labels of `namespace`, or `None` when unknown.
     fn labels(&self, namespace: &str) -> Option<Arc<Labels>>;
+
+    /// Tries, once, to learn the labels of a namespace [`labels`](Self::labels)
+    /// does not know (one created a moment ago). The default knows no more.
+    fn fetch<'a>(&'a self, _namespace: &'a str) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A fixed set of namespaces, e.g. from `--namespaces-file`.

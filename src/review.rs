@@ -97,6 +97,11 @@ pub struct AdmissionRequest<'a> {
 }
 
 impl AdmissionRequest<'_> {
+    /// The namespace a pod CREATE is decided in: the request's, else the pod's own.
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.namespace.as_deref().filter(|ns| !ns.is_empty())
+    }
+
     /// The request's uid (never empty once parsed).
     pub fn uid(&self) -> &str {
         self.uid.as_deref().unwrap_or_default()
@@ -260,15 +265,20 @@ pub struct Reviewed<'p> {
 
 /// The whole path: request body → decision and response body.
 pub fn review<'p>(body: &[u8], context: Context<'p>) -> Result<Reviewed<'p>, ReviewError> {
-    let request = parse_request(body)?;
-    let evaluation = evaluate(&request, context);
+    Ok(respond(&parse_request(body)?, context))
+}
+
+/// The second half of [`review`], for callers that look at the request
+/// first (the server fetches an unknown namespace's labels in between).
+pub fn respond<'p>(request: &AdmissionRequest<'_>, context: Context<'p>) -> Reviewed<'p> {
+    let evaluation = evaluate(request, context);
     let response = render_response(request.uid(), &evaluation.decision);
-    Ok(Reviewed {
+    Reviewed {
         uid: request.uid().to_string(),
-        operation: request.operation,
+        operation: request.operation.clone(),
         evaluation,
         response,
-    })
+    }
 }
 
 /// An AdmissionReview request body for creating `pod` in `namespace`, shaped

@@ -9,11 +9,13 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
-use eci_profile::profile::{Profile, Severity};
+use eci_profile::profile::{self, Profile, Severity};
 use eci_profile::server::webhook::parse_go_duration;
 use eci_profile::server::{self, Limits, Server, State};
+use eci_profile::sources::cluster::{NamespaceCache, ProfileFollower};
 use eci_profile::sources::file::{load_profile, read_namespaces};
 use eci_profile::{certs, tls};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a first `serve` without certificate files writes a development pair.
 const DEFAULT_CERT_DIR: &str = "certs";
@@ -52,7 +54,16 @@ pub struct ServeArgs {
     /// Profile ConfigMap manifest or mounted directory, followed for changes [default: the embedded default profile]
     #[arg(long, env = "ECI_PROFILE_PROFILE_FILE", value_name = "PATH")]
     profile_file: Option<PathBuf>,
-    /// Namespace manifests giving namespace labels
+    /// Profile ConfigMap to watch in the cluster [default: kube-system/eci-profile when in a cluster or given --kubeconfig]
+    #[arg(long, env = "ECI_PROFILE_PROFILE_CONFIGMAP", value_name = "NAMESPACE/NAME", conflicts_with = "profile_file", value_parser = namespaced_name)]
+    profile_configmap: Option<(String, String)>,
+    /// Kubeconfig to reach the cluster with [default: in-cluster service account]
+    #[arg(long, env = "ECI_PROFILE_KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// This replica's name, reported in Events (set from the downward API)
+    #[arg(long, env = "ECI_PROFILE_POD_NAME", value_name = "NAME")]
+    pod_name: Option<String>,
+    /// Namespace manifests giving namespace labels [default in a cluster: watched]
     #[arg(long, env = "ECI_PROFILE_NAMESPACES_FILE", value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
     /// Also leave pods in this namespace alone (repeatable; comma-separated in the environment)
@@ -89,6 +100,15 @@ enum LogFormat {
     Json,
 }
 
+fn namespaced_name(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_string(), name.to_string()))
+        }
+        _ => Err(format!("{s:?} is not NAMESPACE/NAME")),
+    }
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration such as 10s, 500ms or 1m30s"))
@@ -98,27 +118,30 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(args.log_format);
     tls::install_default_provider();
 
-    let (profile, profile_source) = initial_profile(args.profile_file.as_deref())?;
-    let namespaces: Arc<dyn NamespaceLookup> = match &args.namespaces_file {
-        Some(path) => Arc::new(read_namespaces(path)?),
-        None => Arc::new(StaticNamespaces::default()),
+    let in_cluster = args.kubeconfig.is_some()
+        || args.profile_configmap.is_some()
+        || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let configmap = match (&args.profile_file, &args.profile_configmap) {
+        (None, Some(cm)) => Some(cm.clone()),
+        (None, None) if in_cluster => {
+            let (ns, name) = profile::DEFAULT_CONFIGMAP;
+            Some((ns.to_string(), name.to_string()))
+        }
+        _ => None,
+    };
+    let (profile, profile_source) = match &configmap {
+        // Served once the ConfigMap has synced (readiness waits for it).
+        Some((ns, name)) => (Profile::empty(), format!("configmap {ns}/{name}")),
+        None => initial_profile(args.profile_file.as_deref())?,
     };
     let (tls_cert, tls_key) = certificate_paths(&args)?;
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
-    tracing::info!(
-        profile = %profile_source,
-        digest = %format_args!("{:016x}", profile.digest()),
-        selectors = profile.rule_count(),
-        excluded = ?exclusions.namespaces().collect::<Vec<_>>(),
-        "profile loaded"
-    );
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
         ..Limits::default()
     };
-    let state = Arc::new(State::new(profile, namespaces, exclusions, limits));
     let options = server::Options {
         listen: args.listen,
         admin_listen: args.admin_listen,
@@ -136,12 +159,65 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     runtime.block_on(async move {
         // Handlers first: a SIGTERM right after start must drain, not kill.
         let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+        let client = match in_cluster {
+            true => Some(kube_client(args.kubeconfig.as_deref()).await?),
+            false => None,
+        };
+        let (namespaces, namespace_cache): (Arc<dyn NamespaceLookup>, _) =
+            match (&args.namespaces_file, &client) {
+                (Some(path), _) => (Arc::new(read_namespaces(path)?), None),
+                (None, Some(client)) => {
+                    let cache = Arc::new(NamespaceCache::new(client.clone()));
+                    (cache.clone(), Some(cache))
+                }
+                (None, None) => (Arc::new(StaticNamespaces::default()), None),
+            };
+        tracing::info!(
+            profile = %profile_source,
+            digest = %format_args!("{:016x}", profile.digest()),
+            selectors = profile.rule_count(),
+            excluded = ?exclusions.namespaces().collect::<Vec<_>>(),
+            "starting"
+        );
+        let state = Arc::new(State::new(profile, namespaces, exclusions, limits));
+        if let Some(cache) = namespace_cache {
+            server::cluster::follow_namespaces(&state, cache);
+        }
+        if let (Some((ns, name)), Some(client)) = (&configmap, client) {
+            server::cluster::follow_profile_configmap(
+                &state,
+                client,
+                ns,
+                name,
+                args.pod_name.clone(),
+            );
+        }
         let server = Server::bind(options, state)
             .await
             .map_err(|e| e.to_string())?;
         server.run(shutdown).await.map_err(|e| e.to_string())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A client from `kubeconfig`, else in-cluster configuration (or the usual kubeconfig).
+async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?,
+    };
+    kube::Client::try_from(config).map_err(|e| format!("cannot create the Kubernetes client: {e}"))
 }
 
 /// The profile to start with; a profile file with errors stops the start.

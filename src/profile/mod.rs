@@ -140,6 +140,13 @@ impl Profile {
             .expect("the embedded default profile is valid")
     }
 
+    /// A profile with no selectors and the default virtual node.
+    pub fn empty() -> Self {
+        compile(&ProfileData::default())
+            .profile
+            .expect("empty data is a valid profile")
+    }
+
     /// Rules with a selector, in the order they are tried.
     pub fn selecting_rules(&self) -> &[Rule] {
         &self.selecting

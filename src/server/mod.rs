@@ -6,14 +6,15 @@
 //!   certificate and profile files, and drains on shutdown.
 
 pub mod admin;
+pub mod cluster;
 mod listener;
 pub mod webhook;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -51,18 +52,29 @@ impl Default for Limits {
     }
 }
 
-/// What `/readyz` reports on.
-#[derive(Debug, Default)]
+/// A condition readiness waits for, with what to say while it is false.
+type Condition = (&'static str, Box<dyn Fn() -> bool + Send + Sync>);
+
+/// What `/readyz` reports on: the listener serves its certificate, every
+/// source has synced, and the server is not shutting down.
+#[derive(Default)]
 pub struct Readiness {
-    profile_loaded: AtomicBool,
+    conditions: RwLock<Vec<Condition>>,
     certificate_served: AtomicBool,
     draining: AtomicBool,
 }
 
 impl Readiness {
-    /// Marks a profile as loaded.
-    pub fn set_profile_loaded(&self) {
-        self.profile_loaded.store(true, Ordering::Release);
+    /// Adds a condition; `waiting` is reported while it is false (e.g. "profile not synced").
+    pub fn require(
+        &self,
+        waiting: &'static str,
+        condition: impl Fn() -> bool + Send + Sync + 'static,
+    ) {
+        self.conditions
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((waiting, Box::new(condition)));
     }
 
     /// Marks the webhook listener as serving its certificate.
@@ -78,14 +90,16 @@ impl Readiness {
     /// `Ok` when ready, else what is missing.
     pub fn check(&self) -> Result<(), &'static str> {
         if self.draining.load(Ordering::Acquire) {
-            Err("shutting down")
-        } else if !self.profile_loaded.load(Ordering::Acquire) {
-            Err("no profile loaded yet")
-        } else if !self.certificate_served.load(Ordering::Acquire) {
-            Err("the webhook listener is not serving yet")
-        } else {
-            Ok(())
+            return Err("shutting down");
         }
+        let conditions = self.conditions.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((waiting, _)) = conditions.iter().find(|(_, holds)| !holds()) {
+            return Err(waiting);
+        }
+        if !self.certificate_served.load(Ordering::Acquire) {
+            return Err("the webhook listener is not serving yet");
+        }
+        Ok(())
     }
 }
 
@@ -100,7 +114,7 @@ pub struct State {
 }
 
 impl State {
-    /// State serving `profile`, which counts as loaded.
+    /// State serving `profile` (sources that must sync first add readiness conditions).
     pub fn new(
         profile: Profile,
         namespaces: Arc<dyn NamespaceLookup>,
@@ -110,7 +124,6 @@ impl State {
         let metrics = Metrics::default();
         metrics.profile_loaded(Some((profile.digest(), profile.rule_count())));
         let readiness = Readiness::default();
-        readiness.set_profile_loaded();
         Self {
             profile: Arc::new(Published::new(profile)),
             namespaces,

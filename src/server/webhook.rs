@@ -108,16 +108,24 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
     };
     tracing::trace!(body = %String::from_utf8_lossy(&bytes), "request body");
 
+    let request = match review::parse_request(&bytes) {
+        Ok(request) => request,
+        Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    if request.is_pod_create()
+        && let Some(namespace) = request.pod_namespace()
+        && state.namespaces.labels(namespace).is_none()
+    {
+        // A namespace created a moment ago: ask once, within the deadline.
+        let _ = tokio::time::timeout(deadline, state.namespaces.fetch(namespace)).await;
+    }
     let profile = state.profile.get();
     let context = Context {
         profile: &profile,
         exclusions: &state.exclusions,
         namespaces: &*state.namespaces,
     };
-    let reviewed = match review::review(&bytes, context) {
-        Ok(reviewed) => reviewed,
-        Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
-    };
+    let reviewed = review::respond(&request, context);
     let evaluation = &reviewed.evaluation;
     let decision = &evaluation.decision;
     let span = tracing::Span::current();

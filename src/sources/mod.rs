@@ -1,4 +1,5 @@
 //! Where profiles and namespace labels come from, outside the pure core.
 
+pub mod cluster;
 pub mod file;
 pub mod watch;
