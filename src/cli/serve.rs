@@ -12,10 +12,9 @@ use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
 use eci_profile::profile::{self, Profile, Severity};
 use eci_profile::server::webhook::parse_go_duration;
 use eci_profile::server::{self, Limits, Server, State};
-use eci_profile::sources::cluster::{NamespaceCache, ProfileFollower};
+use eci_profile::sources::cluster::NamespaceCache;
 use eci_profile::sources::file::{load_profile, read_namespaces};
 use eci_profile::{certs, tls};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Where a first `serve` without certificate files writes a development pair.
 const DEFAULT_CERT_DIR: &str = "certs";
