@@ -1,0 +1,714 @@
+//! The cluster sources against an in-process fake of the API endpoints they
+//! use (list/watch of one ConfigMap, metadata list/watch and get of
+//! namespaces, Events), over a real HTTP connection, with the same kube-rs
+//! client code that runs in a cluster.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State as Extract};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use common::admission_fixture;
+use eci_profile::decision::Exclusions;
+use eci_profile::namespaces::NamespaceLookup as _;
+use eci_profile::profile::Profile;
+use eci_profile::server::{Limits, State, admin, cluster, webhook};
+use eci_profile::sources::cluster::NamespaceCache;
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tower::ServiceExt as _;
+
+// ---------- the fake API server ----------
+
+#[derive(Default)]
+struct World {
+    configmap: Option<Value>,
+    /// Namespaces listed and watched.
+    namespaces: BTreeMap<String, Value>,
+    /// Namespaces that exist for GET but are not listed yet (just created).
+    fresh: BTreeMap<String, Value>,
+    requests: Vec<String>,
+    events: Vec<Value>,
+}
+
+struct Fake {
+    addr: SocketAddr,
+    world: Arc<Mutex<World>>,
+    version: Arc<AtomicU64>,
+    configmap_watch: broadcast::Sender<String>,
+    namespace_watch: broadcast::Sender<String>,
+}
+
+#[derive(Clone)]
+struct FakeState {
+    world: Arc<Mutex<World>>,
+    version: Arc<AtomicU64>,
+    configmap_watch: broadcast::Sender<String>,
+    namespace_watch: broadcast::Sender<String>,
+}
+
+/// Ends a watch stream, as when the API server drops the connection.
+const CLOSE: &str = "CLOSE";
+
+fn configmap_object(version: u64, data: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "eci-profile", "namespace": "kube-system", "uid": "cm-uid",
+                     "resourceVersion": version.to_string()},
+        "data": data
+    })
+}
+
+fn namespace_object(name: &str, labels: Value, version: u64) -> Value {
+    json!({
+        "apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+        "metadata": {"name": name, "labels": labels, "resourceVersion": version.to_string(), "uid": format!("ns-{name}")}
+    })
+}
+
+fn record(state: &FakeState, method: &str, path: &str, query: &Option<String>) {
+    let line = match query {
+        Some(q) => format!("{method} {path}?{q}"),
+        None => format!("{method} {path}"),
+    };
+    state.world.lock().unwrap().requests.push(line);
+}
+
+fn watch_stream(rx: broadcast::Receiver<String>) -> Body {
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(line) if line == CLOSE => None,
+            Ok(line) => Some((Ok::<_, Infallible>(Bytes::from(line + "\n")), rx)),
+            Err(_) => None,
+        }
+    });
+    Body::from_stream(lines)
+}
+
+fn is_watch(query: &Option<String>) -> bool {
+    query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
+}
+
+async fn list_or_watch_configmaps(
+    Extract(state): Extract<FakeState>,
+    Path(namespace): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    record(
+        &state,
+        "GET",
+        &format!("/api/v1/namespaces/{namespace}/configmaps"),
+        &query,
+    );
+    if is_watch(&query) {
+        return watch_stream(state.configmap_watch.subscribe()).into_response();
+    }
+    let world = state.world.lock().unwrap();
+    let items: Vec<Value> = world.configmap.iter().cloned().collect();
+    let version = state.version.load(Ordering::SeqCst);
+    axum::Json(json!({"apiVersion": "v1", "kind": "ConfigMapList",
+                      "metadata": {"resourceVersion": version.to_string()}, "items": items}))
+    .into_response()
+}
+
+async fn list_or_watch_namespaces(
+    Extract(state): Extract<FakeState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    record(&state, "GET", "/api/v1/namespaces", &query);
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        accept.contains("as=PartialObjectMetadata"),
+        "metadata-only list/watch: {accept}"
+    );
+    if is_watch(&query) {
+        return watch_stream(state.namespace_watch.subscribe()).into_response();
+    }
+    let world = state.world.lock().unwrap();
+    let version = state.version.load(Ordering::SeqCst);
+    axum::Json(
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+                      "metadata": {"resourceVersion": version.to_string()},
+                      "items": world.namespaces.values().cloned().collect::<Vec<_>>()}),
+    )
+    .into_response()
+}
+
+async fn get_namespace(Extract(state): Extract<FakeState>, Path(name): Path<String>) -> Response {
+    record(&state, "GET", &format!("/api/v1/namespaces/{name}"), &None);
+    let world = state.world.lock().unwrap();
+    match world.namespaces.get(&name).or_else(|| world.fresh.get(&name)) {
+        Some(ns) => axum::Json(ns.clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                              "reason": "NotFound", "code": 404, "message": format!("namespaces \"{name}\" not found")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn create_event(
+    Extract(state): Extract<FakeState>,
+    Path(namespace): Path<String>,
+    axum::Json(event): axum::Json<Value>,
+) -> Response {
+    record(
+        &state,
+        "POST",
+        &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events"),
+        &None,
+    );
+    state.world.lock().unwrap().events.push(event.clone());
+    (StatusCode::CREATED, axum::Json(event)).into_response()
+}
+
+async fn patch_event(
+    Extract(state): Extract<FakeState>,
+    Path((namespace, name)): Path<(String, String)>,
+    axum::Json(event): axum::Json<Value>,
+) -> Response {
+    record(
+        &state,
+        "PATCH",
+        &format!("/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}"),
+        &None,
+    );
+    state.world.lock().unwrap().events.push(event.clone());
+    axum::Json(event).into_response()
+}
+
+impl Fake {
+    async fn start(configmap_data: Option<Value>, namespaces: &[(&str, Value)]) -> Fake {
+        eci_profile::tls::install_default_provider();
+        let version = Arc::new(AtomicU64::new(10));
+        let mut world = World::default();
+        if let Some(data) = configmap_data {
+            world.configmap = Some(configmap_object(10, data));
+        }
+        for (name, labels) in namespaces {
+            world
+                .namespaces
+                .insert(name.to_string(), namespace_object(name, labels.clone(), 10));
+        }
+        let world = Arc::new(Mutex::new(world));
+        let (configmap_watch, _) = broadcast::channel(64);
+        let (namespace_watch, _) = broadcast::channel(64);
+        let state = FakeState {
+            world: world.clone(),
+            version: version.clone(),
+            configmap_watch: configmap_watch.clone(),
+            namespace_watch: namespace_watch.clone(),
+        };
+        let app = Router::new()
+            .route(
+                "/api/v1/namespaces/{namespace}/configmaps",
+                get(list_or_watch_configmaps),
+            )
+            .route("/api/v1/namespaces", get(list_or_watch_namespaces))
+            .route("/api/v1/namespaces/{name}", get(get_namespace))
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+                post(create_event),
+            )
+            .route(
+                "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+                patch(patch_event),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Fake {
+            addr,
+            world,
+            version,
+            configmap_watch,
+            namespace_watch,
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.world.lock().unwrap().requests.clone()
+    }
+
+    fn events(&self) -> Vec<Value> {
+        self.world.lock().unwrap().events.clone()
+    }
+
+    fn count(&self, prefix: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.starts_with(prefix))
+            .count()
+    }
+
+    /// Waits until `n` watch requests on `path` have arrived (events sent
+    /// before a watch is open would be lost).
+    async fn watches(&self, path: &str, n: usize) {
+        let prefix = format!("GET {path}?");
+        let ok = eventually(Duration::from_secs(10), || {
+            self.requests()
+                .iter()
+                .filter(|r| r.starts_with(&prefix) && r.contains("watch=true"))
+                .count()
+                >= n
+        })
+        .await;
+        assert!(ok, "no watch #{n} on {path}: {:?}", self.requests());
+    }
+
+    /// Sends a ConfigMap watch event with a new resourceVersion.
+    fn configmap_event(&self, kind: &str, data: Value) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let object = configmap_object(version, data);
+        let _ = self
+            .configmap_watch
+            .send(json!({"type": kind, "object": object}).to_string());
+    }
+
+    fn namespace_event(&self, kind: &str, name: &str, labels: Value) {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        let object = namespace_object(name, labels, version);
+        let _ = self
+            .namespace_watch
+            .send(json!({"type": kind, "object": object}).to_string());
+    }
+
+    /// A namespace that GET finds but list/watch have not shown yet.
+    fn create_unlisted_namespace(&self, name: &str, labels: Value) {
+        self.world
+            .lock()
+            .unwrap()
+            .fresh
+            .insert(name.to_string(), namespace_object(name, labels, 99));
+    }
+}
+
+async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    condition()
+}
+
+// ---------- the webhook side ----------
+
+const CM: &str = "/api/v1/namespaces/kube-system/configmaps";
+
+fn selectors(json_text: &str) -> Value {
+    json!({"selectors": json_text, "vpcId": "vpc-1"})
+}
+
+const TWO_RULES: &str = r#"[{"name": "eci-ns", "namespaceSelector": {"matchLabels": {"eci": "true"}}},
+                            {"name": "eci-pod", "objectSelector": {"matchLabels": {"eci": "true"}}}]"#;
+
+struct Webhook {
+    state: Arc<State>,
+}
+
+impl Webhook {
+    fn new(namespaces: Arc<dyn eci_profile::namespaces::NamespaceLookup>) -> Self {
+        let state = Arc::new(State::new(
+            Profile::empty(),
+            namespaces,
+            Exclusions::default(),
+            Limits::default(),
+        ));
+        state.readiness.set_certificate_served();
+        Self { state }
+    }
+
+    fn rule_count(&self) -> usize {
+        self.state.profile.get().rule_count()
+    }
+
+    async fn readyz(&self) -> (StatusCode, String) {
+        let response = admin::router(self.state.clone())
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    async fn mutate(&self, body: Vec<u8>) -> Value {
+        let response = webhook::router(self.state.clone())
+            .oneshot(
+                axum::http::Request::post("/mutate?timeout=5s")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    }
+}
+
+fn event_reasons(fake: &Fake) -> Vec<(String, String, String)> {
+    fake.events()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                e["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+// ---------- scenarios ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_load_is_published_reported_and_makes_ready() {
+    let fake = Fake::start(
+        Some(selectors(TWO_RULES)),
+        &[("team-a", json!({"eci": "true"}))],
+    )
+    .await;
+    let cache = Arc::new(NamespaceCache::new(fake.client()));
+    let hook = Webhook::new(cache.clone());
+    cluster::follow_namespaces(&hook.state, cache.clone());
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        Some("pod-0".into()),
+    );
+
+    let ready = eventually(Duration::from_secs(10), || {
+        hook.rule_count() == 2 && cache.is_synced()
+    })
+    .await;
+    assert!(ready, "profile and namespaces synced");
+    assert_eq!(hook.readyz().await.0, StatusCode::OK);
+    assert!(eventually(Duration::from_secs(5), || !fake.events().is_empty()).await);
+    let events = fake.events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["type"], "Normal");
+    assert_eq!(events[0]["reason"], "ProfileLoaded");
+    assert_eq!(events[0]["note"], "profile loaded: 2 selectors");
+    assert_eq!(events[0]["regarding"]["kind"], "ConfigMap");
+    assert_eq!(events[0]["regarding"]["name"], "eci-profile");
+    assert_eq!(events[0]["reportingController"], "eci-profile");
+    assert_eq!(events[0]["reportingInstance"], "pod-0");
+    // Only the one ConfigMap is read: by field selector on its name.
+    let reads: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with(&format!("GET {CM}")))
+        .collect();
+    assert!(!reads.is_empty());
+    for r in &reads {
+        assert!(
+            r.contains("fieldSelector=metadata.name%3Deci-profile"),
+            "{r}"
+        );
+    }
+    // Namespace labels from the cache drive namespaceSelectors.
+    assert_eq!(
+        cache
+            .labels("team-a")
+            .unwrap()
+            .get("eci")
+            .map(String::as_str),
+        Some("true")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_applies_within_a_second() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
+    fake.watches(CM, 1).await;
+    let started = Instant::now();
+    fake.configmap_event(
+        "MODIFIED",
+        selectors(r#"[{"name": "only", "objectSelector": {}}]"#),
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || hook.rule_count() == 1).await,
+        "applied within a second"
+    );
+    let elapsed = started.elapsed();
+    println!("update applied after {elapsed:?}");
+    assert!(eventually(Duration::from_secs(5), || fake.events().len() == 2).await);
+    assert_eq!(
+        event_reasons(&fake)[1],
+        (
+            "Normal".into(),
+            "ProfileLoaded".into(),
+            "profile loaded: 1 selectors".into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_update_keeps_the_last_good_profile_and_warns() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
+    fake.watches(CM, 1).await;
+    let digest = hook.state.profile.get().digest();
+    fake.configmap_event(
+        "MODIFIED",
+        selectors(r#"[{"name": "x", "policy": "sometimes", "objectSelector": {}}]"#),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || fake.events().len() == 2).await,
+        "{:?}",
+        fake.events()
+    );
+    let (kind, reason, note) = event_reasons(&fake)[1].clone();
+    assert_eq!(
+        (kind.as_str(), reason.as_str()),
+        ("Warning", "InvalidProfile")
+    );
+    assert!(note.contains("unknown policy \"sometimes\""), "{note}");
+    assert_eq!(
+        hook.state.profile.get().digest(),
+        digest,
+        "the last good profile stays"
+    );
+    assert!(
+        hook.state
+            .metrics
+            .encode()
+            .contains(r#"eci_profile_profile_reloads_total{result="failure"} 1"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_configmap_means_no_selectors() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
+    fake.watches(CM, 1).await;
+    fake.configmap_event("DELETED", selectors(TWO_RULES));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 0).await);
+    // A pod that the old profile selected is now left alone.
+    let answer = hook
+        .mutate(admission_fixture("create-labelled-pod-with-everything"))
+        .await;
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_configmap_at_start_is_synced_with_no_selectors() {
+    let fake = Fake::start(None, &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || hook
+            .state
+            .readiness
+            .check()
+            .is_ok())
+        .await
+    );
+    assert_eq!(hook.rule_count(), 0);
+    // Created later: picked up.
+    fake.watches(CM, 1).await;
+    fake.configmap_event("ADDED", selectors(TWO_RULES));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 2).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_watches_are_resumed() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[("a", json!({}))]).await;
+    let cache = Arc::new(NamespaceCache::new(fake.client()));
+    let hook = Webhook::new(cache.clone());
+    cluster::follow_namespaces(&hook.state, cache.clone());
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    fake.watches(CM, 1).await;
+    fake.watches("/api/v1/namespaces", 1).await;
+    // The API server drops both watches.
+    let _ = fake.configmap_watch.send(CLOSE.into());
+    let _ = fake.namespace_watch.send(CLOSE.into());
+    fake.watches(CM, 2).await;
+    fake.watches("/api/v1/namespaces", 2).await;
+    // Changes after the reconnection arrive.
+    fake.configmap_event(
+        "MODIFIED",
+        selectors(r#"[{"name": "after", "objectSelector": {}}]"#),
+    );
+    fake.namespace_event("ADDED", "b", json!({"eci": "true"}));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 1).await);
+    assert!(eventually(Duration::from_secs(5), || cache.labels("b").is_some()).await);
+    assert_eq!(hook.readyz().await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_watch_follows_label_changes_and_deletions() {
+    let fake = Fake::start(None, &[("a", json!({"eci": "false"}))]).await;
+    let cache = Arc::new(NamespaceCache::new(fake.client()));
+    let hook = Webhook::new(cache.clone());
+    cluster::follow_namespaces(&hook.state, cache.clone());
+    fake.watches("/api/v1/namespaces", 1).await;
+    assert_eq!(
+        cache.labels("a").unwrap().get("eci").map(String::as_str),
+        Some("false")
+    );
+    fake.namespace_event("MODIFIED", "a", json!({"eci": "true"}));
+    assert!(
+        eventually(Duration::from_secs(5), || cache
+            .labels("a")
+            .is_some_and(|l| l.get("eci").map(String::as_str) == Some("true")))
+        .await
+    );
+    fake.namespace_event("DELETED", "a", json!({}));
+    assert!(eventually(Duration::from_secs(5), || cache.labels("a").is_none()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_namespace_is_fetched_once() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let cache = Arc::new(NamespaceCache::new(fake.client()));
+    let hook = Webhook::new(cache.clone());
+    cluster::follow_namespaces(&hook.state, cache.clone());
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || hook
+            .state
+            .readiness
+            .check()
+            .is_ok())
+        .await
+    );
+    // A namespace created a moment ago, labelled eci=true, not yet seen by the watch.
+    fake.create_unlisted_namespace("brand-new", json!({"eci": "true"}));
+    let mut request: Value = serde_json::from_slice(&admission_fixture("create-bare-pod")).unwrap();
+    request["request"]["namespace"] = json!("brand-new");
+    request["request"]["object"]["metadata"]["namespace"] = json!("brand-new");
+    let body = serde_json::to_vec(&request).unwrap();
+    let answer = hook.mutate(body.clone()).await;
+    assert_eq!(
+        answer["response"]["patchType"], "JSONPatch",
+        "selected by its namespace label: {answer}"
+    );
+    assert!(answer["response"].get("warnings").is_none(), "{answer}");
+    hook.mutate(body.clone()).await;
+    assert_eq!(
+        fake.count("GET /api/v1/namespaces/brand-new"),
+        1,
+        "fetched once"
+    );
+    // An unknown namespace that does not exist is also asked for only once.
+    request["request"]["namespace"] = json!("ghost");
+    let body = serde_json::to_vec(&request).unwrap();
+    let answer = hook.mutate(body.clone()).await;
+    assert!(answer["response"].get("patch").is_none());
+    hook.mutate(body).await;
+    assert_eq!(fake.count("GET /api/v1/namespaces/ghost"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_every_source_has_synced() {
+    // An API server that is not there: nothing ever syncs.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    eci_profile::tls::install_default_provider();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let cache = Arc::new(NamespaceCache::new(client.clone()));
+    let hook = Webhook::new(cache.clone());
+    assert_eq!(
+        hook.readyz().await.0,
+        StatusCode::OK,
+        "no source to wait for"
+    );
+    cluster::follow_namespaces(&hook.state, cache);
+    cluster::follow_profile_configmap(&hook.state, client, "kube-system", "eci-profile", None);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hook.readyz().await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: namespace labels not synced\n".to_string()
+        )
+    );
+}
