@@ -72,11 +72,22 @@ pub fn generate(dns_names: &[String], ips: &[IpAddr]) -> Result<Generated, rcgen
 /// Writes `ca.crt`, `tls.crt` and `tls.key` into `dir` (created if needed);
 /// the key with mode 0600. Returns the CA path.
 pub fn write(dir: &Path, generated: &Generated) -> std::io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    write_file(&dir.join(CA_FILE), generated.ca_pem.as_bytes(), 0o644)?;
-    write_file(&dir.join(CERT_FILE), generated.cert_pem.as_bytes(), 0o644)?;
-    write_file(&dir.join(KEY_FILE), generated.key_pem.as_bytes(), 0o600)?;
-    Ok(dir.join(CA_FILE))
+    write_to(&dir.join(CERT_FILE), &dir.join(KEY_FILE), generated)
+}
+
+/// Writes the serving certificate to `cert`, the key to `key` (mode 0600)
+/// and the CA as `ca.crt` beside the certificate. Returns the CA path.
+pub fn write_to(cert: &Path, key: &Path, generated: &Generated) -> std::io::Result<PathBuf> {
+    let ca = cert.with_file_name(CA_FILE);
+    for parent in [cert.parent(), key.parent()].into_iter().flatten() {
+        if !parent.as_os_str().is_empty() {
+            fs::create_dir_all(parent)?;
+        }
+    }
+    write_file(&ca, generated.ca_pem.as_bytes(), 0o644)?;
+    write_file(cert, generated.cert_pem.as_bytes(), 0o644)?;
+    write_file(key, generated.key_pem.as_bytes(), 0o600)?;
+    Ok(ca)
 }
 
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {

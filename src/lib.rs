@@ -1,3 +1,4 @@
+pub mod bootstrap;
 pub mod certs;
 pub mod decision;
 pub mod eci_annotations;

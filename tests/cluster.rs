@@ -40,6 +40,9 @@ struct World {
     fresh: BTreeMap<String, Value>,
     requests: Vec<String>,
     events: Vec<Value>,
+    webhook_config: Option<Value>,
+    /// How many writes of the webhook configuration answer 409 first.
+    conflicts: usize,
 }
 
 struct Fake {
@@ -165,6 +168,61 @@ async fn get_namespace(Extract(state): Extract<FakeState>, Path(name): Path<Stri
     }
 }
 
+async fn get_webhook_config(
+    Extract(state): Extract<FakeState>,
+    Path(name): Path<String>,
+) -> Response {
+    record(
+        &state,
+        "GET",
+        &format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"),
+        &None,
+    );
+    match state.world.lock().unwrap().webhook_config.clone() {
+        Some(config) => axum::Json(config).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn put_webhook_config(
+    Extract(state): Extract<FakeState>,
+    Path(name): Path<String>,
+    axum::Json(mut config): axum::Json<Value>,
+) -> Response {
+    record(
+        &state,
+        "PUT",
+        &format!("/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}"),
+        &None,
+    );
+    let mut world = state.world.lock().unwrap();
+    let current = world.webhook_config.clone().unwrap();
+    if world.conflicts > 0 {
+        world.conflicts -= 1;
+        // Someone else wrote in between.
+        let mut other = current;
+        other["metadata"]["resourceVersion"] = json!("conflicted");
+        world.webhook_config = Some(other);
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+                              "message": "the object has been modified"})),
+        )
+            .into_response();
+    }
+    if config["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+        return (
+            StatusCode::CONFLICT,
+            axum::Json(json!({"kind": "Status", "code": 409, "reason": "Conflict"})),
+        )
+            .into_response();
+    }
+    let version = state.version.fetch_add(1, Ordering::SeqCst) + 1;
+    config["metadata"]["resourceVersion"] = json!(version.to_string());
+    world.webhook_config = Some(config.clone());
+    axum::Json(config).into_response()
+}
+
 async fn create_event(
     Extract(state): Extract<FakeState>,
     Path(namespace): Path<String>,
@@ -231,6 +289,10 @@ impl Fake {
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
                 patch(patch_event),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+                get(get_webhook_config).put(put_webhook_config),
             )
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -711,4 +773,59 @@ async fn not_ready_until_every_source_has_synced() {
             "not ready: namespace labels not synced\n".to_string()
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_adds_this_replicas_ca_to_the_webhook_configuration() {
+    use base64::Engine as _;
+    let fake = Fake::start(None, &[]).await;
+    let other_replica = eci_profile::certs::generate(&["other".into()], &[])
+        .unwrap()
+        .ca_pem;
+    {
+        let mut world = fake.world.lock().unwrap();
+        world.webhook_config = Some(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "eci-profile", "resourceVersion": "7"},
+            "webhooks": [{
+                "name": "eci-profile.eci-profile.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                "clientConfig": {"service": {"namespace": "eci-profile-system", "name": "eci-profile", "path": "/mutate"},
+                                 "caBundle": base64::engine::general_purpose::STANDARD.encode(&other_replica)}
+            }]
+        }));
+        world.conflicts = 1;
+    }
+    let mine = eci_profile::certs::generate(
+        &eci_profile::bootstrap::service_dns_names("eci-profile-system", "eci-profile"),
+        &[],
+    )
+    .unwrap()
+    .ca_pem;
+    eci_profile::bootstrap::install_ca(fake.client(), "eci-profile", &mine)
+        .await
+        .unwrap();
+    let config = fake.world.lock().unwrap().webhook_config.clone().unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(
+            config["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let bundle = String::from_utf8(bundle).unwrap();
+    assert!(
+        bundle.contains(other_replica.trim()),
+        "the other replica's CA is kept"
+    );
+    assert!(bundle.contains(mine.trim()), "this replica's CA is added");
+    assert_eq!(
+        fake.count("PUT /apis/admissionregistration.k8s.io"),
+        2,
+        "retried after the conflict"
+    );
+    // Adding it again writes nothing.
+    eci_profile::bootstrap::install_ca(fake.client(), "eci-profile", &mine)
+        .await
+        .unwrap();
+    assert_eq!(fake.count("PUT /apis/admissionregistration.k8s.io"), 2);
 }

@@ -14,7 +14,7 @@ use eci_profile::server::webhook::parse_go_duration;
 use eci_profile::server::{self, Limits, Server, State};
 use eci_profile::sources::cluster::NamespaceCache;
 use eci_profile::sources::file::{load_profile, read_namespaces};
-use eci_profile::{certs, tls};
+use eci_profile::{bootstrap, certs, tls};
 
 /// Where a first `serve` without certificate files writes a development pair.
 const DEFAULT_CERT_DIR: &str = "certs";
@@ -59,6 +59,13 @@ pub struct ServeArgs {
     /// Kubeconfig to reach the cluster with [default: in-cluster service account]
     #[arg(long, env = "ECI_PROFILE_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Self-signed bootstrap: generate a CA and serving pair at start (into the
+    /// --tls-cert/--tls-key paths) and add the CA to this MutatingWebhookConfiguration's caBundle
+    #[arg(long, env = "ECI_PROFILE_WEBHOOK_CONFIG", value_name = "NAME")]
+    webhook_config: Option<String>,
+    /// The Service the API server calls, for the bootstrap certificate's DNS names
+    #[arg(long, env = "ECI_PROFILE_WEBHOOK_SERVICE", value_name = "NAMESPACE/NAME", default_value = "eci-profile-system/eci-profile", value_parser = namespaced_name)]
+    webhook_service: (String, String),
     /// This replica's name, reported in Events (set from the downward API)
     #[arg(long, env = "ECI_PROFILE_POD_NAME", value_name = "NAME")]
     pod_name: Option<String>,
@@ -119,6 +126,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
 
     let in_cluster = args.kubeconfig.is_some()
         || args.profile_configmap.is_some()
+        || args.webhook_config.is_some()
         || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let configmap = match (&args.profile_file, &args.profile_configmap) {
         (None, Some(cm)) => Some(cm.clone()),
@@ -133,7 +141,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         Some((ns, name)) => (Profile::empty(), format!("configmap {ns}/{name}")),
         None => initial_profile(args.profile_file.as_deref())?,
     };
-    let (tls_cert, tls_key) = certificate_paths(&args)?;
+    let (tls_cert, tls_key) = match &args.webhook_config {
+        // Generated below, once the cluster can be reached.
+        Some(_) => (
+            args.tls_cert
+                .clone()
+                .unwrap_or_else(|| Path::new(DEFAULT_CERT_DIR).join(certs::CERT_FILE)),
+            args.tls_key
+                .clone()
+                .unwrap_or_else(|| Path::new(DEFAULT_CERT_DIR).join(certs::KEY_FILE)),
+        ),
+        None => certificate_paths(&args)?,
+    };
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -162,6 +181,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             true => Some(kube_client(args.kubeconfig.as_deref()).await?),
             false => None,
         };
+        if let (Some(name), Some(client)) = (&args.webhook_config, &client) {
+            let (namespace, service) = &args.webhook_service;
+            let generated = certs::generate(&bootstrap::service_dns_names(namespace, service), &[])
+                .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+            certs::write_to(&options.tls_cert, &options.tls_key, &generated)
+                .map_err(|e| format!("cannot write the bootstrap certificate: {e}"))?;
+            bootstrap::install_ca(client.clone(), name, &generated.ca_pem)
+                .await
+                .map_err(|e| {
+                    format!("cannot add the CA to MutatingWebhookConfiguration {name}: {e}")
+                })?;
+        }
         let (namespaces, namespace_cache): (Arc<dyn NamespaceLookup>, _) =
             match (&args.namespaces_file, &client) {
                 (Some(path), _) => (Arc::new(read_namespaces(path)?), None),
