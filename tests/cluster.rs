@@ -829,3 +829,158 @@ async fn bootstrap_adds_this_replicas_ca_to_the_webhook_configuration() {
         .unwrap();
     assert_eq!(fake.count("PUT /apis/admissionregistration.k8s.io"), 2);
 }
+
+/// `eci-profile serve` in cluster mode, as the self-signed overlay runs it,
+/// against the fake API server: it bootstraps its certificate into the
+/// webhook configuration, syncs the profile and namespaces, becomes ready,
+/// and mutates a pod by its namespace's labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_in_cluster_mode_end_to_end() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let fake = Fake::start(
+        Some(selectors(TWO_RULES)),
+        &[("fx-plain", json!({"eci": "true"}))],
+    )
+    .await;
+    fake.world.lock().unwrap().webhook_config = Some(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "eci-profile", "resourceVersion": "1"},
+        "webhooks": [{"name": "pods.eci-profile.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                      "clientConfig": {"service": {"namespace": "eci-profile-system", "name": "eci-profile"}}}]
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\nusers:\n- name: fake\n  user: {{}}\ncurrent-context: fake\n",
+            fake.addr
+        ),
+    )
+    .unwrap();
+    let tls = dir.path().join("tls");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eci-profile"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--shutdown-delay",
+            "0s",
+        ])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--webhook-config",
+            "eci-profile",
+            "--pod-name",
+            "eci-profile-abc",
+        ])
+        .arg("--tls-cert")
+        .arg(tls.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(tls.join("tls.key"))
+        .env("ECI_PROFILE_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let serving = tokio::task::spawn_blocking(move || {
+        rx.iter()
+            .find(|l| l.contains("\"serving\""))
+            .expect("the server starts")
+    })
+    .await
+    .unwrap();
+    let log: Value = serde_json::from_str(&serving).unwrap();
+    let webhook_addr: SocketAddr = log["fields"]["webhook"].as_str().unwrap().parse().unwrap();
+    let admin_addr: SocketAddr = log["fields"]["admin"].as_str().unwrap().parse().unwrap();
+
+    // The generated CA is in the webhook configuration's caBundle.
+    let ca = std::fs::read_to_string(tls.join("ca.crt")).unwrap();
+    let config = fake.world.lock().unwrap().webhook_config.clone().unwrap();
+    let bundle = {
+        use base64::Engine as _;
+        let b64 = config["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .unwrap();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert!(bundle.contains(ca.trim()));
+
+    // Ready once both sources synced.
+    let admin_get = |path: &'static str| async move {
+        let stream = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = axum::http::Request::get(path)
+            .header("host", "a")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin_get("/readyz").await != StatusCode::OK {
+        assert!(Instant::now() < deadline, "not ready in 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(eventually(Duration::from_secs(5), || !fake.events().is_empty()).await);
+    assert_eq!(fake.events()[0]["reportingInstance"], "eci-profile-abc");
+
+    // A pod in fx-plain (labelled eci=true in the cluster) is mutated, over TLS
+    // verified against the bootstrap CA.
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::pem::PemObject as _;
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(eci_profile::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(webhook_addr).await.unwrap();
+    let name =
+        rustls::pki_types::ServerName::try_from("eci-profile.eci-profile-system.svc").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let request = axum::http::Request::post("/mutate?timeout=3s")
+        .header("host", "eci-profile.eci-profile-system.svc")
+        .body(http_body_util::Full::new(Bytes::from(admission_fixture(
+            "create-bare-pod",
+        ))))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["patchType"], "JSONPatch", "{answer}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
