@@ -251,7 +251,13 @@ pub fn decide<'p>(
     // once added, keeps its value) until the selection adds no new label key,
     // so this ends, and a second call finds nothing to add.
     let mut added: Vec<(&'p str, &'p str)> = Vec::new();
-    let mut selection = select(profile, &PodLabels { pod, extra: &added }, namespace);
+    let mut candidates = Vec::new();
+    let mut selection = select(
+        profile,
+        &PodLabels { pod, extra: &added },
+        namespace,
+        &mut candidates,
+    );
     loop {
         if selection.rules.is_empty() && !by_hand {
             break;
@@ -261,7 +267,12 @@ pub fn decide<'p>(
         if !profile.effects_feed_selection || added.len() == before {
             break;
         }
-        selection = select(profile, &PodLabels { pod, extra: &added }, namespace);
+        selection = select(
+            profile,
+            &PodLabels { pod, extra: &added },
+            namespace,
+            &mut candidates,
+        );
     }
     let mut warnings = Vec::new();
     if !selection.unknown_namespace.is_empty() {
@@ -481,12 +492,20 @@ fn select<'p>(
     profile: &'p Profile,
     pod_labels: &PodLabels<'_>,
     namespace: NamespaceLabels<'_>,
+    candidates: &mut Vec<u32>,
 ) -> Selection<'p> {
     let mut selection = Selection {
         rules: Vec::new(),
         unknown_namespace: Vec::new(),
     };
-    for rule in profile.selecting_rules() {
+    profile.rule_index().candidates(
+        pod_labels.iter(),
+        namespace_label_pairs(namespace),
+        namespace.labels.is_none(),
+        candidates,
+    );
+    let rules = profile.selecting_rules();
+    for rule in candidates.iter().map(|&i| &rules[i as usize]) {
         if !rule
             .object_selector
             .as_ref()
@@ -509,6 +528,19 @@ fn select<'p>(
         }
     }
     selection
+}
+
+/// A namespace's labels as pairs, its name label always included.
+fn namespace_label_pairs<'a>(
+    namespace: NamespaceLabels<'a>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    namespace
+        .labels
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.as_str() != NAMESPACE_NAME_LABEL)
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain([(NAMESPACE_NAME_LABEL, namespace.name)])
 }
 
 /// Adds to `added` the labels the effects of `selected` and the effect-only
@@ -535,6 +567,24 @@ fn add_labels<'p>(
 struct PodLabels<'a> {
     pod: &'a Pod,
     extra: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> PodLabels<'a> {
+    /// Every label: the pod's, then the added ones it does not have.
+    fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let pod = self.pod;
+        pod.metadata
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(
+                self.extra
+                    .iter()
+                    .copied()
+                    .filter(move |(k, _)| !pod.has_label(k)),
+            )
+    }
 }
 
 impl LabelSource for PodLabels<'_> {

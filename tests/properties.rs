@@ -212,3 +212,58 @@ proptest! {
         prop_assert!(typed.is_ok(), "{:?}", typed.err());
     }
 }
+
+/// The rules that select a pod, by scanning every rule (what the index must agree with).
+fn brute_force_selection(
+    profile: &Profile,
+    pod: &Pod,
+    namespace: &str,
+    ns: Option<&Labels>,
+) -> Vec<String> {
+    use eci_profile::labels::NAMESPACE_NAME_LABEL;
+    use eci_profile::selector::NamespaceLabels;
+    let pod_labels = pod.metadata.labels.clone().unwrap_or_default();
+    let namespace_labels = NamespaceLabels {
+        name: namespace,
+        labels: ns,
+    };
+    profile
+        .selecting_rules()
+        .iter()
+        .filter(|rule| {
+            rule.object_selector
+                .as_ref()
+                .is_none_or(|s| s.matches(&pod_labels))
+                && rule.namespace_selector.as_ref().is_none_or(|s| {
+                    (ns.is_some() || s.uses_only_key(NAMESPACE_NAME_LABEL))
+                        && s.matches(&namespace_labels)
+                })
+        })
+        .map(|rule| rule.name.clone())
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn indexed_selection_equals_a_full_scan(
+        pod in pod(),
+        rules in vec(rule(), 0..12),
+        ns in option::of(labels()),
+    ) {
+        // Without effect labels, one pass decides the selection.
+        let rules: Vec<Value> = rules
+            .into_iter()
+            .map(|mut r| {
+                r["effect"]["labels"] = json!({});
+                r
+            })
+            .collect();
+        let profile = profile_of(rules, false);
+        let view: Pod = serde_json::from_value(pod).unwrap();
+        let decision = decision::decide(&view, "team-a", ns.as_ref(), &profile, &Exclusions::default());
+        let selected: Vec<String> = decision.selected.iter().map(|r| r.name.clone()).collect();
+        prop_assert_eq!(selected, brute_force_selection(&profile, &view, "team-a", ns.as_ref()));
+    }
+}

@@ -131,6 +131,7 @@ pub fn compile(data: &ProfileData) -> Compiled {
     });
     Compiled {
         profile: Some(Profile {
+            index: super::RuleIndex::new(&selecting),
             selecting,
             effect_only,
             virtual_node,

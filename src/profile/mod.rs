@@ -8,6 +8,7 @@
 
 mod compile;
 mod diagnostic;
+mod index;
 mod manifest;
 pub mod node;
 
@@ -16,6 +17,7 @@ use std::fmt;
 
 pub use compile::{Compiled, ProfileError, compile};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
+pub use index::RuleIndex;
 
 use crate::labels::Labels;
 use crate::pod::Toleration;
@@ -121,6 +123,8 @@ impl Default for VirtualNode {
 pub struct Profile {
     /// Rules with a selector, by priority (descending) then position.
     pub(crate) selecting: Vec<Rule>,
+    /// `selecting`, indexed by the labels the rules require.
+    pub(crate) index: RuleIndex,
     /// Rules without a selector, by priority (descending) then position.
     pub(crate) effect_only: Vec<Rule>,
     pub(crate) virtual_node: VirtualNode,
@@ -150,6 +154,11 @@ impl Profile {
     /// Rules with a selector, in the order they are tried.
     pub fn selecting_rules(&self) -> &[Rule] {
         &self.selecting
+    }
+
+    /// The index of [`selecting_rules`](Self::selecting_rules).
+    pub fn rule_index(&self) -> &RuleIndex {
+        &self.index
     }
 
     /// Rules without a selector, in the order their effects apply.

@@ -1,0 +1,84 @@
+//! In-process cost of the request path: request body bytes to response body
+//! bytes (what the server does per request, minus HTTP and TLS), and the
+//! decision with the patch alone, for three pods and profiles of 1, 100 and
+//! 10,000 selectors.
+//!
+//!     cargo bench --bench request_path
+
+#[path = "data.rs"]
+mod data;
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use eci_profile::decision::{self, Exclusions};
+use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
+use eci_profile::pod::Pod;
+use eci_profile::profile::{self, Profile, ProfileData};
+use eci_profile::review::{self, Context};
+
+fn profile(n: usize) -> Profile {
+    let data = ProfileData::from_manifest("bench", &data::profile_manifest(n)).unwrap();
+    profile::compile(&data).into_result().unwrap().0
+}
+
+fn pods() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("minimal", data::minimal_pod_request()),
+        ("typical", data::fixture("create-deployment-pod")),
+        ("large", data::large_pod_request()),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let namespaces = StaticNamespaces::from_manifests(&data::namespaces_manifest(100)).unwrap();
+    let exclusions = Exclusions::default();
+    for n in [1, 100, 10_000] {
+        let profile = profile(n);
+        let mut whole = c.benchmark_group(format!("bytes_to_bytes/{n}_selectors"));
+        for (name, body) in pods() {
+            let context = Context {
+                profile: &profile,
+                exclusions: &exclusions,
+                namespaces: &namespaces,
+            };
+            // Every pod is selected by exactly one rule and mutated.
+            let reviewed = review::review(&body, context).unwrap();
+            assert_eq!(reviewed.evaluation.decision.applied, ["batch-api"]);
+            whole.throughput(Throughput::Bytes(body.len() as u64));
+            whole.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
+                b.iter(|| review::review(black_box(body), context).unwrap().response)
+            });
+        }
+        whole.finish();
+
+        let mut decide = c.benchmark_group(format!("decide_and_patch/{n}_selectors"));
+        let labels = namespaces.labels("fx-team");
+        for (name, body) in pods() {
+            let request = review::parse_request(&body).unwrap();
+            let pod: Pod = serde_json::from_str(request.object.unwrap().get()).unwrap();
+            decide.bench_function(name, |b| {
+                b.iter(|| {
+                    decision::decide(
+                        black_box(&pod),
+                        "fx-team",
+                        labels.as_deref(),
+                        &profile,
+                        &exclusions,
+                    )
+                    .patch
+                })
+            });
+        }
+        decide.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = bench
+}
+criterion_main!(benches);
