@@ -472,12 +472,15 @@ async fn initial_load_is_published_reported_and_makes_ready() {
         Some("pod-0".into()),
     );
 
+    // The profile is published with the listing; readiness follows when it is complete.
     let ready = eventually(Duration::from_secs(10), || {
-        hook.rule_count() == 2 && cache.is_synced()
+        hook.state.readiness.check().is_ok()
     })
     .await;
     assert!(ready, "profile and namespaces synced");
     assert_eq!(hook.readyz().await.0, StatusCode::OK);
+    assert_eq!(hook.rule_count(), 2);
+    assert!(cache.is_synced());
     assert!(eventually(Duration::from_secs(5), || !fake.events().is_empty()).await);
     let events = fake.events();
     assert_eq!(events.len(), 1, "{events:#?}");
