@@ -13,7 +13,6 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use eci_profile::decision::{self, Exclusions};
 use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
-use eci_profile::pod::Pod;
 use eci_profile::profile::{self, Profile, ProfileData};
 use eci_profile::review::{self, Context};
 
@@ -55,8 +54,9 @@ fn bench(c: &mut Criterion) {
         let mut decide = c.benchmark_group(format!("decide_and_patch/{n}_selectors"));
         let labels = namespaces.labels("fx-team");
         for (name, body) in pods() {
-            let request = review::parse_request(&body).unwrap();
-            let pod: Pod = serde_json::from_str(request.object.unwrap().get()).unwrap();
+            let review::Object::Pod(pod) = review::parse_request(&body).unwrap().object else {
+                panic!("a pod")
+            };
             decide.bench_function(name, |b| {
                 b.iter(|| {
                     decision::decide(

@@ -358,8 +358,9 @@ pub fn decide<'p>(
         virtual_node
             .tolerations
             .iter()
-            .filter(|t| !pod.tolerates(t))
-            .map(|t| serde_json::to_value(t).expect("a toleration serialises")),
+            .zip(&profile.toleration_values)
+            .filter(|(t, _)| !pod.tolerates(t))
+            .map(|(_, value)| value.clone()),
     );
     if policy == Some(SchedulingPolicy::NormalNodePrefer) {
         prefer_normal_nodes(&mut patch, pod, profile);

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::decision::{self, Decision, Exclusions, SkipReason};
@@ -53,47 +53,79 @@ impl fmt::Display for ReviewError {
 
 impl std::error::Error for ReviewError {}
 
-/// A group/version/kind or group/version/resource as in the request.
+/// `request.kind`: borrowed from the body.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct GroupVersionKind {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
+pub struct GroupVersionKind<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub kind: Cow<'a, str>,
 }
 
-/// `request.resource`.
+/// `request.resource`: borrowed from the body.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct GroupVersionResource {
-    pub group: String,
-    pub version: String,
-    pub resource: String,
+pub struct GroupVersionResource<'a> {
+    #[serde(borrow)]
+    pub group: Cow<'a, str>,
+    #[serde(borrow)]
+    pub version: Cow<'a, str>,
+    #[serde(borrow)]
+    pub resource: Cow<'a, str>,
 }
 
-/// The parts of `AdmissionReview.request` the webhook reads; `object` is
-/// kept raw and only parsed for pod CREATEs.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// `request.object`, read as a pod.
+#[derive(Debug)]
+pub enum Object {
+    /// No object in the request.
+    Absent,
+    Pod(Pod),
+    /// An object that is not a readable pod, and why.
+    Unreadable(String),
+}
+
+/// The parts of `AdmissionReview.request` the webhook reads.
+#[derive(Debug)]
 pub struct AdmissionRequest<'a> {
-    #[serde(borrow, default)]
-    pub uid: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub kind: GroupVersionKind,
-    #[serde(default)]
-    pub resource: GroupVersionResource,
-    #[serde(default)]
-    pub sub_resource: Option<String>,
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub namespace: Option<String>,
-    #[serde(default)]
-    pub operation: String,
-    #[serde(borrow, default)]
-    pub object: Option<&'a RawValue>,
-    #[serde(default)]
+    pub uid: Cow<'a, str>,
+    pub kind: GroupVersionKind<'a>,
+    pub resource: GroupVersionResource<'a>,
+    pub sub_resource: Option<Cow<'a, str>>,
+    pub name: Option<Cow<'a, str>>,
+    pub namespace: Option<Cow<'a, str>>,
+    pub operation: Cow<'a, str>,
+    pub object: Object,
     pub dry_run: Option<bool>,
+}
+
+/// `request` as read from the body, with `object` read as `O`.
+#[derive(Deserialize)]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de> + Default")
+)]
+struct RequestIn<'a, O> {
+    #[serde(borrow, default)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: GroupVersionKind<'a>,
+    #[serde(borrow, default)]
+    resource: GroupVersionResource<'a>,
+    #[serde(borrow, default)]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    operation: Cow<'a, str>,
+    #[serde(default)]
+    object: O,
+    #[serde(default)]
+    dry_run: Option<bool>,
 }
 
 impl AdmissionRequest<'_> {
@@ -104,7 +136,7 @@ impl AdmissionRequest<'_> {
 
     /// The request's uid (never empty once parsed).
     pub fn uid(&self) -> &str {
-        self.uid.as_deref().unwrap_or_default()
+        &self.uid
     }
 
     /// Step 1: only a CREATE of a core Pod, with no subresource, is considered.
@@ -118,24 +150,46 @@ impl AdmissionRequest<'_> {
 }
 
 #[derive(Deserialize)]
-struct ReviewIn<'a> {
-    #[serde(rename = "apiVersion", default)]
+#[serde(bound(deserialize = "O: Deserialize<'de> + Default"))]
+struct ReviewIn<'a, O> {
+    #[serde(rename = "apiVersion", default, borrow)]
     api_version: Option<Cow<'a, str>>,
-    #[serde(default)]
+    #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(borrow)]
-    request: Option<AdmissionRequest<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 /// Parses a request body.
+///
+/// Every well-formed request is read in one pass, its object read as a pod
+/// on the way; only a body that fails that is read again, to tell a broken
+/// body (an error) from an object that is not a readable pod (answered).
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(|e| {
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<Option<Pod>>>(body) {
+        return checked(review, |object| object.map_or(Object::Absent, Object::Pod));
+    }
+    let review: ReviewIn<Option<&RawValue>> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ReviewError::NotAdmissionReview(e.to_string())
         } else {
             ReviewError::NotJson(e.to_string())
         }
     })?;
+    checked(review, |object| match object {
+        None => Object::Absent,
+        Some(raw) => match serde_json::from_str::<Pod>(raw.get()) {
+            Ok(pod) => Object::Pod(pod),
+            Err(e) => Object::Unreadable(e.to_string()),
+        },
+    })
+}
+
+/// Checks the envelope and the uid, and reads the object with `read`.
+fn checked<'a, O>(
+    review: ReviewIn<'a, O>,
+    read: impl FnOnce(O) -> Object,
+) -> Result<AdmissionRequest<'a>, ReviewError> {
     if review.kind.as_deref() != Some(KIND) || review.api_version.as_deref() != Some(API_VERSION) {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind {:?}, apiVersion {:?}",
@@ -146,10 +200,21 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     let request = review
         .request
         .ok_or_else(|| ReviewError::NotAdmissionReview("no request".into()))?;
-    if request.uid.as_deref().is_none_or(str::is_empty) {
-        return Err(ReviewError::MissingUid);
-    }
-    Ok(request)
+    let uid = match request.uid {
+        Some(uid) if !uid.is_empty() => uid,
+        _ => return Err(ReviewError::MissingUid),
+    };
+    Ok(AdmissionRequest {
+        uid,
+        kind: request.kind,
+        resource: request.resource,
+        sub_resource: request.sub_resource,
+        name: request.name,
+        namespace: request.namespace,
+        operation: request.operation,
+        object: read(request.object),
+        dry_run: request.dry_run,
+    })
 }
 
 /// A decided request: the pod as read and the decision.
@@ -162,9 +227,9 @@ pub struct Evaluation<'p> {
     pub decision: Decision<'p>,
 }
 
-/// Decides a parsed request.
-pub fn evaluate<'p>(request: &AdmissionRequest<'_>, context: Context<'p>) -> Evaluation<'p> {
-    let namespace = request.namespace.clone().unwrap_or_default();
+/// Decides a parsed request (taking its pod).
+pub fn evaluate<'p>(request: &mut AdmissionRequest<'_>, context: Context<'p>) -> Evaluation<'p> {
+    let namespace = request.namespace.as_deref().unwrap_or_default().to_string();
     if !request.is_pod_create() {
         return Evaluation {
             namespace,
@@ -172,13 +237,12 @@ pub fn evaluate<'p>(request: &AdmissionRequest<'_>, context: Context<'p>) -> Eva
             decision: Decision::skipped(SkipReason::NotPodCreate),
         };
     }
-    let pod = match request
-        .object
-        .map(|raw| serde_json::from_str::<Pod>(raw.get()))
-    {
-        Some(Ok(pod)) => pod,
-        Some(Err(e)) => return unreadable(namespace, format!("the pod could not be read: {e}")),
-        None => return unreadable(namespace, "the request has no object".into()),
+    let pod = match std::mem::replace(&mut request.object, Object::Absent) {
+        Object::Pod(pod) => pod,
+        Object::Unreadable(e) => {
+            return unreadable(namespace, format!("the pod could not be read: {e}"));
+        }
+        Object::Absent => return unreadable(namespace, "the request has no object".into()),
     };
     let namespace = if namespace.is_empty() {
         pod.metadata.namespace.clone().unwrap_or_default()
@@ -212,46 +276,44 @@ fn unreadable<'p>(namespace: String, why: String) -> Evaluation<'p> {
     }
 }
 
-#[derive(Serialize)]
-struct ReviewOut<'a> {
-    #[serde(rename = "apiVersion")]
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
-}
-
 /// The response body for `decision`: always allowed, warnings when any, and
 /// the patch (base64, `patchType: JSONPatch`) only when there is one.
+///
+/// Written straight into one buffer (this runs for every request); the
+/// bytes are those of serialising the AdmissionReview with serde.
 pub fn render_response(uid: &str, decision: &Decision<'_>) -> Vec<u8> {
-    let patch = (!decision.patch.0.is_empty()).then(|| {
-        let json = serde_json::to_vec(&decision.patch).expect("a patch serialises");
-        base64::engine::general_purpose::STANDARD.encode(json)
-    });
-    let review = ReviewOut {
-        api_version: API_VERSION,
-        kind: KIND,
-        response: ResponseOut {
-            uid,
-            allowed: true,
-            warnings: &decision.warnings,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-        },
-    };
-    serde_json::to_vec(&review).expect("a review serialises")
+    let patch = (!decision.patch.0.is_empty())
+        .then(|| serde_json::to_vec(&decision.patch).expect("a patch serialises"));
+    let capacity = 160
+        + uid.len()
+        + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4)
+        + decision.warnings.iter().map(|w| w.len() + 3).sum::<usize>();
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    serde_json::to_writer(&mut out, uid).expect("writing to a Vec cannot fail");
+    out.extend_from_slice(br#","allowed":true"#);
+    if !decision.warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":"#);
+        serde_json::to_writer(&mut out, &decision.warnings).expect("writing to a Vec cannot fail");
+    }
+    if let Some(patch) = patch {
+        // The base64 alphabet needs no JSON escaping.
+        out.extend_from_slice(br#","patchType":"JSONPatch","patch":""#);
+        let start = out.len();
+        out.resize(
+            start + base64::encoded_len(patch.len(), true).expect("small"),
+            0,
+        );
+        let written = base64::engine::general_purpose::STANDARD
+            .encode_slice(&patch, &mut out[start..])
+            .expect("sized above");
+        out.truncate(start + written);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// A request answered: what it was, what was decided, and the response body.
@@ -265,17 +327,17 @@ pub struct Reviewed<'p> {
 
 /// The whole path: request body → decision and response body.
 pub fn review<'p>(body: &[u8], context: Context<'p>) -> Result<Reviewed<'p>, ReviewError> {
-    Ok(respond(&parse_request(body)?, context))
+    Ok(respond(parse_request(body)?, context))
 }
 
 /// The second half of [`review`], for callers that look at the request
 /// first (the server fetches an unknown namespace's labels in between).
-pub fn respond<'p>(request: &AdmissionRequest<'_>, context: Context<'p>) -> Reviewed<'p> {
-    let evaluation = evaluate(request, context);
+pub fn respond<'p>(mut request: AdmissionRequest<'_>, context: Context<'p>) -> Reviewed<'p> {
+    let evaluation = evaluate(&mut request, context);
     let response = render_response(request.uid(), &evaluation.decision);
     Reviewed {
-        uid: request.uid().to_string(),
-        operation: request.operation.clone(),
+        uid: request.uid.into_owned(),
+        operation: request.operation.into_owned(),
         evaluation,
         response,
     }
@@ -320,4 +382,61 @@ pub fn pod_create_request(pod: &serde_json::Value, namespace: &str, uid: &str) -
         "request": request,
     }))
     .expect("a review serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn decision_with(warnings: Vec<String>, patch: serde_json::Value) -> Decision<'static> {
+        let mut d = Decision::skipped(SkipReason::NotSelected);
+        d.warnings = warnings;
+        d.patch = serde_json::from_value(patch).unwrap();
+        d
+    }
+
+    #[test]
+    fn response_without_patch_or_warnings() {
+        let bytes = render_response("u-1", &decision_with(vec![], json!([])));
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true}}"#
+        );
+    }
+
+    #[test]
+    fn response_escapes_and_encodes() {
+        let patch = json!([{"op": "add", "path": "/metadata/annotations/a~1b", "value": "x\"y"}]);
+        let warnings = vec!["quote \" and \\ and é".to_string(), "second".to_string()];
+        let bytes = render_response("odd\"uid", &decision_with(warnings.clone(), patch.clone()));
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let b64 = value["response"]["patch"].as_str().unwrap();
+        let decoded: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(decoded, patch);
+        assert_eq!(
+            value,
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {
+                "uid": "odd\"uid", "allowed": true, "warnings": warnings,
+                "patchType": "JSONPatch", "patch": b64}})
+        );
+        // Key order as serde would write the struct.
+        let text = String::from_utf8(bytes).unwrap();
+        let order: Vec<usize> = [
+            "\"uid\"",
+            "\"allowed\"",
+            "\"warnings\"",
+            "\"patchType\"",
+            "\"patch\"",
+        ]
+        .iter()
+        .map(|k| text.find(k).unwrap())
+        .collect();
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
 }

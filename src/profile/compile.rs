@@ -132,6 +132,11 @@ pub fn compile(data: &ProfileData) -> Compiled {
     Compiled {
         profile: Some(Profile {
             index: super::RuleIndex::new(&selecting),
+            toleration_values: virtual_node
+                .tolerations
+                .iter()
+                .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
+                .collect(),
             selecting,
             effect_only,
             virtual_node,

@@ -128,6 +128,8 @@ pub struct Profile {
     /// Rules without a selector, by priority (descending) then position.
     pub(crate) effect_only: Vec<Rule>,
     pub(crate) virtual_node: VirtualNode,
+    /// The virtual node's tolerations as JSON, ready for a patch.
+    pub(crate) toleration_values: Vec<serde_json::Value>,
     /// Annotations every pod sent to a virtual node gets (from `vSwitchIds`, `securityGroupId`).
     pub(crate) cluster_annotations: Vec<(String, String)>,
     /// Whether a rule's effect labels can change what an objectSelector sees.

@@ -38,7 +38,9 @@ async fn mutate(
     Query(query): Query<MutateQuery>,
     request: Request,
 ) -> Response {
-    let span = tracing::info_span!(
+    // At debug: formatting its fields for every request would cost more than
+    // deciding; the info events below carry the same fields themselves.
+    let span = tracing::debug_span!(
         "admission",
         uid = field::Empty,
         operation = field::Empty,
@@ -125,31 +127,47 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
         exclusions: &state.exclusions,
         namespaces: &*state.namespaces,
     };
-    let reviewed = review::respond(&request, context);
+    let reviewed = review::respond(request, context);
     let evaluation = &reviewed.evaluation;
     let decision = &evaluation.decision;
     let span = tracing::Span::current();
-    span.record("uid", reviewed.uid.as_str());
-    span.record("operation", reviewed.operation.as_str());
-    span.record("namespace", evaluation.namespace.as_str());
-    if let Some(pod) = &evaluation.pod {
-        span.record("pod", pod.display_name().as_str());
+    if !span.is_disabled() {
+        span.record("uid", reviewed.uid.as_str());
+        span.record("operation", reviewed.operation.as_str());
+        span.record("namespace", evaluation.namespace.as_str());
+        if let Some(pod) = &evaluation.pod {
+            span.record("pod", pod.display_name().as_str());
+        }
+        span.record("rules", decision.applied.join(",").as_str());
+        span.record("decision", decision.outcome.as_str());
     }
-    let rules = decision.applied.join(",");
-    span.record("rules", rules.as_str());
-    span.record("decision", decision.outcome.as_str());
     state
         .metrics
         .request(decision.outcome.as_str(), decision.outcome.reason());
-    match &decision.outcome {
-        Outcome::Skipped(SkipReason::NotPodCreate) => {
-            tracing::debug!("not a pod creation: allowed unchanged");
+    // Routine decisions at debug (the metrics count them all); those the
+    // user was warned about at info.
+    let reason = decision.outcome.reason();
+    if decision.warnings.is_empty() {
+        match &decision.outcome {
+            Outcome::Skipped(SkipReason::NotPodCreate) => {
+                tracing::debug!("not a pod creation: allowed unchanged")
+            }
+            Outcome::Skipped(why) => tracing::debug!(reason, "pod allowed unchanged: {why}"),
+            Outcome::Unchanged => tracing::debug!("pod already complete: allowed unchanged"),
+            Outcome::Mutated => tracing::debug!(operations = decision.patch.0.len(), "pod patched"),
         }
-        Outcome::Skipped(reason) => {
-            tracing::info!(reason = reason.code(), warnings = ?decision.warnings, "pod allowed unchanged: {reason}");
-        }
-        Outcome::Unchanged => tracing::info!("pod already complete: allowed unchanged"),
-        Outcome::Mutated => tracing::info!(operations = decision.patch.0.len(), "pod patched"),
+    } else {
+        tracing::info!(
+            uid = reviewed.uid.as_str(),
+            namespace = evaluation.namespace.as_str(),
+            pod = evaluation.pod.as_ref().map(|p| p.display_name()).as_deref(),
+            decision = decision.outcome.as_str(),
+            rules = decision.applied.join(",").as_str(),
+            reason,
+            warnings = ?decision.warnings,
+            "pod {}",
+            decision.outcome.as_str()
+        );
     }
     (
         [(header::CONTENT_TYPE, "application/json")],

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Network benchmark of eci-profile against a do-nothing baseline, side by
+# side in one run: the same load generator (oha), the same TLS certificate
+# and settings, the same request (a captured ReplicaSet pod CREATE) and the
+# same response bytes (the baseline answers with eci-profile's own answer,
+# computed beforehand), on loopback only, bounded in requests and time.
+# Prints req/s and p50/p99 of both, and the ratios ours/baseline.
+#
+#   benches/load.sh                        # defaults below
+#   REQUESTS=200 RATE_REQUESTS=200 benches/load.sh   # a smoke run
+#
+# oha comes from $OHA, the PATH, or is installed from crates.io into
+# target/bench-tools (once).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${REQUESTS:-40000}           # per throughput run
+CONCURRENCY=${CONCURRENCY:-32}        # connections
+H2_PARALLEL=${H2_PARALLEL:-4}         # HTTP/2 streams per connection
+RATE=${RATE:-2000}                    # fixed-rate run, requests/s
+RATE_REQUESTS=${RATE_REQUESTS:-20000} # fixed-rate run length (10 s at 2000/s)
+SELECTORS=${SELECTORS:-100}
+NAMESPACES=${NAMESPACES:-1000}
+OHA_VERSION=1.16.0
+BODY=tests/fixtures/admission/create-deployment-pod.json
+
+oha=${OHA:-$(command -v oha || true)}
+if [ -z "$oha" ]; then
+  oha=target/bench-tools/bin/oha
+  if [ ! -x "$oha" ]; then
+    echo "installing oha $OHA_VERSION into target/bench-tools ..." >&2
+    cargo install oha --locked --version "$OHA_VERSION" --root target/bench-tools >&2
+  fi
+fi
+
+cargo build --release --locked --bin eci-profile --example baseline --example bench_data >&2
+bin=target/release/eci-profile
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" certs --out "$work/tls" --dns localhost --ip 127.0.0.1 >/dev/null
+target/release/examples/bench_data profile "$SELECTORS" > "$work/profile.yaml"
+target/release/examples/bench_data namespaces "$NAMESPACES" > "$work/namespaces.json"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ours=$(free_port); admin=$(free_port); base=$(free_port)
+
+RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen "127.0.0.1:$ours" --admin-listen "127.0.0.1:$admin" \
+  --tls-cert "$work/tls/tls.crt" --tls-key "$work/tls/tls.key" \
+  --profile-file "$work/profile.yaml" --namespaces-file "$work/namespaces.json" \
+  --log-format json --shutdown-delay 0s 2> "$work/ours.log" &
+pids+=($!)
+"$bin" check -o review --profile "$work/profile.yaml" --namespaces-file "$work/namespaces.json" "$BODY" > "$work/response.json"
+target/release/examples/baseline "127.0.0.1:$base" "$work/tls/tls.crt" "$work/tls/tls.key" "$work/response.json" 2> "$work/baseline.log" &
+pids+=($!)
+
+for _ in $(seq 100); do
+  if curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$base") 2>/dev/null; then break; fi
+  sleep 0.1
+done
+curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { cat "$work/ours.log" >&2; exit 1; }
+
+# One request each, to check both answer (ours with a patch).
+check=$(curl -s --cacert "$work/tls/ca.crt" --data-binary @"$BODY" -H 'Content-Type: application/json' "https://127.0.0.1:$ours/mutate?timeout=3s")
+case "$check" in *'"patchType":"JSONPatch"'*) ;; *) echo "unexpected answer: $check" >&2; exit 1 ;; esac
+
+run() { # name port oha-args...
+  local name=$1 port=$2; shift 2
+  "$oha" --no-tui --output-format json --cacert "$work/tls/ca.crt" -m POST \
+    -H 'Content-Type: application/json' -D "$BODY" "$@" \
+    "https://127.0.0.1:$port/mutate?timeout=3s" > "$work/$name.json"
+}
+
+for server in ours base; do
+  port=$([ "$server" = ours ] && echo "$ours" || echo "$base")
+  run "$server-h1" "$port" -n "$REQUESTS" -c "$CONCURRENCY" --http-version 1.1
+  run "$server-h2" "$port" -n "$REQUESTS" -c "$CONCURRENCY" -p "$H2_PARALLEL" --http2
+  run "$server-rate" "$port" -n "$RATE_REQUESTS" -c "$CONCURRENCY" -q "$RATE" --http-version 1.1 --latency-correction
+done
+
+python3 - "$work" "$REQUESTS" "$CONCURRENCY" "$H2_PARALLEL" "$RATE" "$SELECTORS" <<'PY'
+import json, sys
+work, requests, conc, par, rate, selectors = sys.argv[1:]
+def load(name):
+    with open(f"{work}/{name}.json") as f:
+        r = json.load(f)
+    s, p = r["summary"], r["latencyPercentiles"]
+    codes = r.get("statusCodeDistribution", {})
+    ok = codes.get("200", 0)
+    return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000, "ok": ok,
+            "errors": sum(r.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if k != "200")}
+print(f"eci-profile vs baseline: {requests} requests, {conc} connections (HTTP/2: x{par} streams), "
+      f"profile of {selectors} selectors, same TLS and load generator, loopback")
+print(f"{'run':<28}{'ours req/s':>12}{'base req/s':>12}{'ratio':>8}{'ours p50':>10}{'ours p99':>10}{'base p50':>10}{'base p99':>10}")
+bad = False
+for run, label in [("h1", "HTTP/1.1 keep-alive"), ("h2", "HTTP/2"), ("rate", f"HTTP/1.1 at {rate} req/s")]:
+    o, b = load(f"ours-{run}"), load(f"base-{run}")
+    bad |= o["errors"] > 0 or b["errors"] > 0
+    print(f"{label:<28}{o['rps']:>12.0f}{b['rps']:>12.0f}{o['rps']/b['rps']:>8.2f}"
+          f"{o['p50']:>8.2f}ms{o['p99']:>8.2f}ms{b['p50']:>8.2f}ms{b['p99']:>8.2f}ms")
+if bad:
+    print("some requests failed"); sys.exit(1)
+PY
