@@ -82,7 +82,7 @@ pub struct GroupVersionResource<'a> {
 pub enum Object {
     /// No object in the request.
     Absent,
-    Pod(Pod),
+    Pod(Box<Pod>),
     /// An object that is not a readable pod, and why.
     Unreadable(String),
 }
@@ -167,7 +167,9 @@ struct ReviewIn<'a, O> {
 /// body (an error) from an object that is not a readable pod (answered).
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     if let Ok(review) = serde_json::from_slice::<ReviewIn<Option<Pod>>>(body) {
-        return checked(review, |object| object.map_or(Object::Absent, Object::Pod));
+        return checked(review, |object| {
+            object.map_or(Object::Absent, |pod| Object::Pod(Box::new(pod)))
+        });
     }
     let review: ReviewIn<Option<&RawValue>> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
@@ -179,7 +181,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     checked(review, |object| match object {
         None => Object::Absent,
         Some(raw) => match serde_json::from_str::<Pod>(raw.get()) {
-            Ok(pod) => Object::Pod(pod),
+            Ok(pod) => Object::Pod(Box::new(pod)),
             Err(e) => Object::Unreadable(e.to_string()),
         },
     })
@@ -238,7 +240,7 @@ pub fn evaluate<'p>(request: &mut AdmissionRequest<'_>, context: Context<'p>) ->
         };
     }
     let pod = match std::mem::replace(&mut request.object, Object::Absent) {
-        Object::Pod(pod) => pod,
+        Object::Pod(pod) => *pod,
         Object::Unreadable(e) => {
             return unreadable(namespace, format!("the pod could not be read: {e}"));
         }
