@@ -3,11 +3,12 @@
 //! The request path asks a [`NamespaceLookup`]; offline it is a
 //! [`StaticNamespaces`] read from Namespace manifests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::labels::Labels;
@@ -48,28 +49,31 @@ impl StaticNamespaces {
     }
 
     /// Reads Namespace manifests: YAML or JSON, several documents, `kind:
-    /// Namespace` or a `List`/`NamespaceList` of them (as `kubectl get ns -o yaml` prints).
+    /// Namespace` or a `List`/`NamespaceList` of them (as `kubectl get ns -o yaml`
+    /// prints). Only names and labels are kept.
     pub fn from_manifests(text: &str) -> Result<Self, String> {
-        let documents: Vec<Value> =
-            serde_saphyr::from_multiple(text).map_err(|e| e.without_snippet().to_string())?;
+        let documents: Vec<Document> = if text.trim_start().starts_with('{') {
+            vec![serde_json::from_str(text).map_err(|e| e.to_string())?]
+        } else {
+            serde_saphyr::from_multiple(text).map_err(|e| e.without_snippet().to_string())?
+        };
         let mut namespaces = HashMap::new();
-        for document in documents.iter().filter(|d| !d.is_null()) {
-            match document.get("kind").and_then(Value::as_str) {
+        for document in documents {
+            match document.kind.as_deref() {
                 Some("Namespace") => {
                     let (name, labels) = namespace(document)?;
                     namespaces.insert(name, Arc::new(labels));
                 }
                 Some("List" | "NamespaceList") => {
-                    for item in document
-                        .get("items")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+                    for item in document.items.into_iter().flatten() {
+                        if item.kind.as_deref() != Some("Namespace") {
+                            return Err("a list item is not a Namespace".into());
+                        }
                         let (name, labels) = namespace(item)?;
                         namespaces.insert(name, Arc::new(labels));
                     }
                 }
+                None if document.is_empty() => {}
                 other => {
                     return Err(format!(
                         "expected Namespace manifests, found kind {}",
@@ -92,29 +96,49 @@ impl StaticNamespaces {
     }
 }
 
-fn namespace(document: &Value) -> Result<(String, Labels), String> {
-    if document.get("kind").and_then(Value::as_str) != Some("Namespace") {
-        return Err("a list item is not a Namespace".into());
+/// A Namespace manifest, or a list of them, reduced to names and labels.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Document {
+    kind: Option<String>,
+    metadata: Option<Metadata>,
+    items: Option<Vec<Document>>,
+}
+
+impl Document {
+    /// An empty document (e.g. after a trailing `---`).
+    fn is_empty(&self) -> bool {
+        self.kind.is_none() && self.metadata.is_none() && self.items.is_none()
     }
-    let metadata = document.get("metadata");
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Metadata {
+    name: Option<String>,
+    labels: Option<BTreeMap<String, Value>>,
+}
+
+fn namespace(document: Document) -> Result<(String, Labels), String> {
+    let metadata = document.metadata.unwrap_or_default();
     let name = metadata
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
+        .name
         .filter(|n| !n.is_empty())
         .ok_or("a Namespace has no metadata.name")?;
     let mut labels = Labels::new();
-    if let Some(map) = metadata
-        .and_then(|m| m.get("labels"))
-        .and_then(Value::as_object)
-    {
-        for (key, value) in map {
-            let value = value.as_str().ok_or_else(|| {
-                format!("namespace {name}: label {key} is not a string (quote it)")
-            })?;
-            labels.insert(key.clone(), value.to_string());
+    for (key, value) in metadata.labels.unwrap_or_default() {
+        match value {
+            Value::String(value) => {
+                labels.insert(key, value);
+            }
+            _ => {
+                return Err(format!(
+                    "namespace {name}: label {key} is not a string (quote it)"
+                ));
+            }
         }
     }
-    Ok((name.to_string(), labels))
+    Ok((name, labels))
 }
 
 #[cfg(test)]
