@@ -439,6 +439,25 @@ impl Webhook {
     }
 }
 
+/// A fake API server with the two-rule profile, and a webhook that has
+/// loaded it and is watching for changes.
+async fn following_two_rules() -> (Fake, Webhook) {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    cluster::follow_profile_configmap(
+        &hook.state,
+        fake.client(),
+        "kube-system",
+        "eci-profile",
+        None,
+    );
+    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
+    fake.watches(CM, 1).await;
+    (fake, hook)
+}
+
 fn event_reasons(fake: &Fake) -> Vec<(String, String, String)> {
     fake.events()
         .iter()
@@ -517,19 +536,7 @@ async fn initial_load_is_published_reported_and_makes_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_applies_within_a_second() {
-    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
-    let hook = Webhook::new(Arc::new(
-        eci_profile::namespaces::StaticNamespaces::default(),
-    ));
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
-    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
-    fake.watches(CM, 1).await;
+    let (fake, hook) = following_two_rules().await;
     let started = Instant::now();
     fake.configmap_event(
         "MODIFIED",
@@ -554,19 +561,7 @@ async fn update_applies_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_update_keeps_the_last_good_profile_and_warns() {
-    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
-    let hook = Webhook::new(Arc::new(
-        eci_profile::namespaces::StaticNamespaces::default(),
-    ));
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
-    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
-    fake.watches(CM, 1).await;
+    let (fake, hook) = following_two_rules().await;
     let digest = hook.state.profile.get().digest();
     fake.configmap_event(
         "MODIFIED",
@@ -598,19 +593,7 @@ async fn invalid_update_keeps_the_last_good_profile_and_warns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_configmap_means_no_selectors() {
-    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
-    let hook = Webhook::new(Arc::new(
-        eci_profile::namespaces::StaticNamespaces::default(),
-    ));
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
-    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
-    fake.watches(CM, 1).await;
+    let (fake, hook) = following_two_rules().await;
     fake.configmap_event("DELETED", selectors(TWO_RULES));
     assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 0).await);
     // A pod that the old profile selected is now left alone.

@@ -241,6 +241,19 @@ impl Client {
             .await
     }
 
+    /// An HTTP/1.1 connection over TLS, kept open for several requests.
+    async fn http1(
+        &self,
+        addr: SocketAddr,
+    ) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+        let stream = self.connect(addr).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender
+    }
+
     async fn post(&self, addr: SocketAddr, path: &str, body: Vec<u8>) -> std::io::Result<Answer> {
         let stream = self.connect(addr).await?;
         let (_, connection) = stream.get_ref();
@@ -450,11 +463,7 @@ async fn answers_over_http1_and_http2() {
 async fn keep_alive_connection_serves_many_requests() {
     let h = start(Setup::default()).await;
     let client = h.client(false);
-    let stream = client.connect(h.webhook).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = client.http1(h.webhook).await;
     for _ in 0..20 {
         sender.ready().await.expect("the connection stays open");
         let request = Request::post("/mutate?timeout=5s")
@@ -474,11 +483,7 @@ async fn keep_alive_connection_serves_many_requests() {
 async fn wrong_method_gets_405_and_plain_http_gets_nothing() {
     let h = start(Setup::default()).await;
     let client = h.client(false);
-    let stream = client.connect(h.webhook).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = client.http1(h.webhook).await;
     let request = Request::get("/mutate")
         .header("host", "x")
         .body(Full::new(Bytes::new()))
