@@ -21,17 +21,9 @@ RATE=${RATE:-2000}                    # fixed-rate run, requests/s
 RATE_REQUESTS=${RATE_REQUESTS:-20000} # fixed-rate run length (10 s at 2000/s)
 SELECTORS=${SELECTORS:-100}
 NAMESPACES=${NAMESPACES:-1000}
-OHA_VERSION=1.16.0
-BODY=tests/fixtures/admission/create-deployment-pod.json
 
-oha=${OHA:-$(command -v oha || true)}
-if [ -z "$oha" ]; then
-  oha=target/bench-tools/bin/oha
-  if [ ! -x "$oha" ]; then
-    echo "installing oha $OHA_VERSION into target/bench-tools ..." >&2
-    cargo install oha --locked --version "$OHA_VERSION" --root target/bench-tools >&2
-  fi
-fi
+source benches/common.sh
+oha=$(find_oha)
 
 cargo build --release --locked --bin eci-profile --example baseline --example bench_data >&2
 bin=target/release/eci-profile
@@ -49,7 +41,6 @@ trap cleanup EXIT
 target/release/examples/bench_data profile "$SELECTORS" > "$work/profile.yaml"
 target/release/examples/bench_data namespaces "$NAMESPACES" > "$work/namespaces.json"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ours=$(free_port); admin=$(free_port); base=$(free_port)
 
 RUST_LOG=${RUST_LOG:-info} "$bin" serve --listen "127.0.0.1:$ours" --admin-listen "127.0.0.1:$admin" \

@@ -11,14 +11,10 @@ cd "$(dirname "$0")/.."
 REQUESTS=${REQUESTS:-100000}
 SELECTORS=${SELECTORS:-1000}
 NAMESPACES=${NAMESPACES:-10000}
-OHA_VERSION=1.16.0
-BODY=tests/fixtures/admission/create-deployment-pod.json
 
-oha=${OHA:-$(command -v oha || true)}
-if [ -z "$oha" ]; then
-  oha=target/bench-tools/bin/oha
-  [ -x "$oha" ] || cargo install oha --locked --version "$OHA_VERSION" --root target/bench-tools >&2
-fi
+source benches/common.sh
+oha=$(find_oha)
+
 cargo build --release --locked --bin eci-profile --example bench_data >&2
 bin=target/release/eci-profile
 
@@ -30,7 +26,6 @@ trap cleanup EXIT
 "$bin" certs --out "$work/tls" --dns localhost --ip 127.0.0.1 >/dev/null
 target/release/examples/bench_data profile "$SELECTORS" > "$work/profile.yaml"
 target/release/examples/bench_data namespaces "$NAMESPACES" > "$work/namespaces.json"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/status"; }
 
 start() { # extra serve args...
