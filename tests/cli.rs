@@ -370,3 +370,29 @@ fn certs_command_writes_a_cert_manager_style_secret() {
     let out = run(&["certs", "--out", out_dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn workloads_become_the_pods_their_controllers_create() {
+    let out = run(&[
+        "check",
+        "-o",
+        "pod",
+        &example("pods/report-job.yaml"),
+        &example("pods/node-exporter.yaml"),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pods: Vec<Value> = serde_saphyr::from_multiple(&stdout(&out)).unwrap();
+    assert_eq!(pods.len(), 2);
+    assert_eq!(pods[0]["metadata"]["generateName"], "nightly-report-");
+    assert_eq!(pods[0]["metadata"]["namespace"], "batch");
+    assert_eq!(
+        pods[0]["metadata"]["ownerReferences"][0]["apiVersion"],
+        "batch/v1"
+    );
+    assert_eq!(pods[0]["metadata"]["ownerReferences"][0]["kind"], "Job");
+    assert_eq!(
+        pods[1]["metadata"]["ownerReferences"][0]["kind"],
+        "DaemonSet"
+    );
+    assert_eq!(pods[1]["spec"]["hostNetwork"], true);
+}

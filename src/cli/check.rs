@@ -172,16 +172,16 @@ fn read_cases(path: &Path, namespace: Option<&str>, cases: &mut Vec<Case>) -> Re
     Ok(())
 }
 
-/// Workload kinds whose pod template `check` can try, and the kind of the
-/// pods' owner.
-const WORKLOADS: &[(&str, &str)] = &[
-    ("Deployment", "ReplicaSet"),
-    ("ReplicaSet", "ReplicaSet"),
-    ("StatefulSet", "StatefulSet"),
-    ("DaemonSet", "DaemonSet"),
-    ("Job", "Job"),
-    ("CronJob", "Job"),
-    ("ReplicationController", "ReplicationController"),
+/// Workload kinds whose pod template `check` can try, and the apiVersion
+/// and kind of the pods' owner.
+const WORKLOADS: &[(&str, (&str, &str))] = &[
+    ("Deployment", ("apps/v1", "ReplicaSet")),
+    ("ReplicaSet", ("apps/v1", "ReplicaSet")),
+    ("StatefulSet", ("apps/v1", "StatefulSet")),
+    ("DaemonSet", ("apps/v1", "DaemonSet")),
+    ("Job", ("batch/v1", "Job")),
+    ("CronJob", ("batch/v1", "Job")),
+    ("ReplicationController", ("v1", "ReplicationController")),
 ];
 
 fn add_document(
@@ -214,7 +214,7 @@ fn add_document(
         }
         "Pod" => document.clone(),
         _ => match WORKLOADS.iter().find(|(k, _)| *k == kind) {
-            Some((_, owner)) => pod_from_template(&document, owner)
+            Some((_, owner)) => pod_from_template(&document, *owner)
                 .ok_or_else(|| format!("{file}: {kind} {name} has no pod template"))?,
             None => {
                 eprintln!(
@@ -243,7 +243,10 @@ fn add_document(
 }
 
 /// The pod a workload controller would create from `workload`'s template.
-fn pod_from_template(workload: &Value, owner_kind: &str) -> Option<Value> {
+fn pod_from_template(
+    workload: &Value,
+    (owner_api_version, owner_kind): (&str, &str),
+) -> Option<Value> {
     let template = if workload["kind"] == "CronJob" {
         workload.pointer("/spec/jobTemplate/spec/template")?
     } else {
@@ -258,7 +261,7 @@ fn pod_from_template(workload: &Value, owner_kind: &str) -> Option<Value> {
     metadata_map.insert("generateName".into(), format!("{name}-").into());
     metadata_map.insert(
         "ownerReferences".into(),
-        json!([{"apiVersion": "apps/v1", "kind": owner_kind, "name": name, "controller": true}]),
+        json!([{"apiVersion": owner_api_version, "kind": owner_kind, "name": name, "controller": true}]),
     );
     Some(json!({
         "apiVersion": "v1",
