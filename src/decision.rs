@@ -137,19 +137,6 @@ impl SkipReason {
             SkipReason::NodeSelectorConflict { .. } => "node-selector-conflict",
         }
     }
-
-    /// Whether the pod was meant for a virtual node but cannot go there, which
-    /// the user is told in a warning.
-    pub fn is_incompatibility(&self) -> bool {
-        !matches!(
-            self,
-            SkipReason::NotPodCreate
-                | SkipReason::UnreadableObject(_)
-                | SkipReason::ExcludedNamespace(_)
-                | SkipReason::ExcludedByLabel
-                | SkipReason::NotSelected
-        )
-    }
 }
 
 impl fmt::Display for SkipReason {
