@@ -62,40 +62,51 @@ curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { cat "$work/ours.log" >
 check=$(curl -s --cacert "$work/tls/ca.crt" --data-binary @"$BODY" -H 'Content-Type: application/json' "https://127.0.0.1:$ours/mutate?timeout=3s")
 case "$check" in *'"patchType":"JSONPatch"'*) ;; *) echo "unexpected answer: $check" >&2; exit 1 ;; esac
 
-run() { # name port oha-args...
-  local name=$1 port=$2; shift 2
+# CPU time (user + system, in clock ticks) a process has used.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run() { # name port pid oha-args...
+  local name=$1 port=$2 pid=$3; shift 3
+  local before; before=$(ticks "$pid")
   "$oha" --no-tui --output-format json --cacert "$work/tls/ca.crt" -m POST \
     -H 'Content-Type: application/json' -D "$BODY" "$@" \
     "https://127.0.0.1:$port/mutate?timeout=3s" > "$work/$name.json"
+  echo $(( $(ticks "$pid") - before )) > "$work/$name.ticks"
 }
 
 for server in ours base; do
   port=$([ "$server" = ours ] && echo "$ours" || echo "$base")
-  run "$server-h1" "$port" -n "$REQUESTS" -c "$CONCURRENCY" --http-version 1.1
-  run "$server-h2" "$port" -n "$REQUESTS" -c "$CONCURRENCY" -p "$H2_PARALLEL" --http2
-  run "$server-rate" "$port" -n "$RATE_REQUESTS" -c "$CONCURRENCY" -q "$RATE" --http-version 1.1 --latency-correction
+  pid=$([ "$server" = ours ] && echo "${pids[0]}" || echo "${pids[1]}")
+  run "$server-h1" "$port" "$pid" -n "$REQUESTS" -c "$CONCURRENCY" --http-version 1.1
+  run "$server-h2" "$port" "$pid" -n "$REQUESTS" -c "$CONCURRENCY" -p "$H2_PARALLEL" --http2
+  run "$server-rate" "$port" "$pid" -n "$RATE_REQUESTS" -c "$CONCURRENCY" -q "$RATE" --http-version 1.1 --latency-correction
 done
 
-python3 - "$work" "$REQUESTS" "$CONCURRENCY" "$H2_PARALLEL" "$RATE" "$SELECTORS" <<'PY'
+python3 - "$work" "$REQUESTS" "$CONCURRENCY" "$H2_PARALLEL" "$RATE" "$SELECTORS" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-work, requests, conc, par, rate, selectors = sys.argv[1:]
+work, requests, conc, par, rate, selectors, hz = sys.argv[1:]
 def load(name):
     with open(f"{work}/{name}.json") as f:
         r = json.load(f)
     s, p = r["summary"], r["latencyPercentiles"]
     codes = r.get("statusCodeDistribution", {})
     ok = codes.get("200", 0)
-    return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000, "ok": ok,
+    with open(f"{work}/{name}.ticks") as f:
+        cpu_us = int(f.read()) / int(hz) * 1e6 / max(ok, 1)
+    return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000, "ok": ok, "cpu": cpu_us,
             "errors": sum(r.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if k != "200")}
 print(f"eci-profile vs baseline: {requests} requests, {conc} connections (HTTP/2: x{par} streams), "
       f"profile of {selectors} selectors, same TLS and load generator, loopback")
-print(f"{'run':<28}{'ours req/s':>12}{'base req/s':>12}{'ratio':>8}{'ours p50':>10}{'ours p99':>10}{'base p50':>10}{'base p99':>10}")
+print(f"{'run':<28}{'ours req/s':>12}{'base req/s':>12}{'ratio':>8}{'ours p50':>10}{'ours p99':>10}{'base p50':>10}{'base p99':>10}"
+      f"{'ours CPU':>11}{'base CPU':>11}")
 bad = False
 for run, label in [("h1", "HTTP/1.1 keep-alive"), ("h2", "HTTP/2"), ("rate", f"HTTP/1.1 at {rate} req/s")]:
     o, b = load(f"ours-{run}"), load(f"base-{run}")
     bad |= o["errors"] > 0 or b["errors"] > 0
     print(f"{label:<28}{o['rps']:>12.0f}{b['rps']:>12.0f}{o['rps']/b['rps']:>8.2f}"
-          f"{o['p50']:>8.2f}ms{o['p99']:>8.2f}ms{b['p50']:>8.2f}ms{b['p99']:>8.2f}ms")
+          f"{o['p50']:>8.2f}ms{o['p99']:>8.2f}ms{b['p50']:>8.2f}ms{b['p99']:>8.2f}ms"
+          f"{o['cpu']:>8.1f}µs{b['cpu']:>8.1f}µs")
+print("CPU: the server process's own CPU time per answered request (user + system), the load generator excluded.")
 if bad:
     print("some requests failed"); sys.exit(1)
 PY
