@@ -234,10 +234,10 @@ impl ProfileFollower {
     /// means no selectors.
     pub async fn handle(&mut self, configmap: Option<&ConfigMap>) {
         let Some(cm) = configmap else {
-            let empty = ProfileData::default();
+            let empty = Profile::empty();
             if self.published.get().digest() != empty.digest() {
                 tracing::warn!(configmap = %format_args!("{}/{}", self.namespace, self.name), "profile ConfigMap absent: no selectors");
-                self.load(&empty);
+                self.publish(empty);
             }
             return;
         };
@@ -257,7 +257,7 @@ impl ProfileFollower {
                 }
                 let selectors = new.rule_count();
                 if data.digest() != self.published.get().digest() {
-                    self.load(&data);
+                    self.publish(new);
                 }
                 if fresh {
                     self.event(
@@ -281,14 +281,10 @@ impl ProfileFollower {
         self.reported = version;
     }
 
-    /// Compiles and publishes data known to be valid (or empty).
-    fn load(&self, data: &ProfileData) {
-        if let Ok((profile, _)) = profile::compile(data).into_result() {
-            let (digest, rules) = (profile.digest(), profile.rule_count());
-            self.published.publish(profile);
-            self.metrics.profile_loaded(Some((digest, rules)));
-            tracing::info!(digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
-        }
+    /// Puts a compiled profile in use.
+    fn publish(&self, profile: Profile) {
+        let source = format!("configmap {}/{}", self.namespace, self.name);
+        super::publish(&self.published, &self.metrics, profile, &source);
     }
 
     async fn event(&self, cm: &ConfigMap, type_: EventType, reason: &str, note: String) {

@@ -105,10 +105,7 @@ pub fn reload_profile(path: &Path, published: &Published<Profile>, metrics: &Met
             {
                 tracing::warn!(path = %path.display(), "{d}");
             }
-            let (digest, rules) = (profile.digest(), profile.rule_count());
-            published.publish(profile);
-            metrics.profile_loaded(Some((digest, rules)));
-            tracing::info!(path = %path.display(), digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
+            super::publish(published, metrics, profile, &path.display().to_string());
         }
         Err(e) => {
             metrics.profile_loaded(None);

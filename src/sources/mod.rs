@@ -3,3 +3,16 @@
 pub mod cluster;
 pub mod file;
 pub mod watch;
+
+use crate::metrics::Metrics;
+use crate::profile::Profile;
+use crate::published::Published;
+
+/// Puts a newly compiled profile in use for the next requests, counts it,
+/// and logs it; `source` names where it came from.
+pub fn publish(published: &Published<Profile>, metrics: &Metrics, profile: Profile, source: &str) {
+    let (digest, rules) = (profile.digest(), profile.rule_count());
+    published.publish(profile);
+    metrics.profile_loaded(Some((digest, rules)));
+    tracing::info!(source, digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
+}
