@@ -407,6 +407,26 @@ impl Webhook {
         Self { state }
     }
 
+    /// Follows the fake's `kube-system/eci-profile`.
+    fn follow_profile(&self, fake: &Fake) {
+        cluster::follow_profile_configmap(
+            &self.state,
+            fake.client(),
+            "kube-system",
+            "eci-profile",
+            None,
+        );
+    }
+
+    /// Waits (at most 10 s) until every source has synced.
+    async fn until_ready(&self) {
+        let ready = eventually(Duration::from_secs(10), || {
+            self.state.readiness.check().is_ok()
+        })
+        .await;
+        assert!(ready, "not ready: {:?}", self.state.readiness.check());
+    }
+
     fn rule_count(&self) -> usize {
         self.state.profile.get().rule_count()
     }
@@ -446,13 +466,7 @@ async fn following_two_rules() -> (Fake, Webhook) {
     let hook = Webhook::new(Arc::new(
         eci_profile::namespaces::StaticNamespaces::default(),
     ));
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
+    hook.follow_profile(&fake);
     assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
     fake.watches(CM, 1).await;
     (fake, hook)
@@ -492,11 +506,7 @@ async fn initial_load_is_published_reported_and_makes_ready() {
     );
 
     // The profile is published with the listing; readiness follows when it is complete.
-    let ready = eventually(Duration::from_secs(10), || {
-        hook.state.readiness.check().is_ok()
-    })
-    .await;
-    assert!(ready, "profile and namespaces synced");
+    hook.until_ready().await;
     assert_eq!(hook.readyz().await.0, StatusCode::OK);
     assert_eq!(hook.rule_count(), 2);
     assert!(cache.is_synced());
@@ -609,21 +619,8 @@ async fn absent_configmap_at_start_is_synced_with_no_selectors() {
     let hook = Webhook::new(Arc::new(
         eci_profile::namespaces::StaticNamespaces::default(),
     ));
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || hook
-            .state
-            .readiness
-            .check()
-            .is_ok())
-        .await
-    );
+    hook.follow_profile(&fake);
+    hook.until_ready().await;
     assert_eq!(hook.rule_count(), 0);
     // Created later: picked up.
     fake.watches(CM, 1).await;
@@ -637,13 +634,7 @@ async fn lost_watches_are_resumed() {
     let cache = Arc::new(NamespaceCache::new(fake.client()));
     let hook = Webhook::new(cache.clone());
     cluster::follow_namespaces(&hook.state, cache.clone());
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
+    hook.follow_profile(&fake);
     fake.watches(CM, 1).await;
     fake.watches("/api/v1/namespaces", 1).await;
     // The API server drops both watches.
@@ -690,21 +681,8 @@ async fn unknown_namespace_is_fetched_once() {
     let cache = Arc::new(NamespaceCache::new(fake.client()));
     let hook = Webhook::new(cache.clone());
     cluster::follow_namespaces(&hook.state, cache.clone());
-    cluster::follow_profile_configmap(
-        &hook.state,
-        fake.client(),
-        "kube-system",
-        "eci-profile",
-        None,
-    );
-    assert!(
-        eventually(Duration::from_secs(10), || hook
-            .state
-            .readiness
-            .check()
-            .is_ok())
-        .await
-    );
+    hook.follow_profile(&fake);
+    hook.until_ready().await;
     // A namespace created a moment ago, labelled eci=true, not yet seen by the watch.
     fake.create_unlisted_namespace("brand-new", json!({"eci": "true"}));
     let mut request: Value = serde_json::from_slice(&admission_fixture("create-bare-pod")).unwrap();
