@@ -7,10 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use serde_json::{Value, json};
-
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
-use crate::patch::PatchBuilder;
+use crate::patch::{self, Patch, PatchBuilder};
 use crate::pod::Pod;
 use crate::profile::{Profile, Rule, SchedulingPolicy};
 use crate::selector::{LabelSource, NamespaceLabels};
@@ -188,7 +186,7 @@ pub struct Decision<'p> {
     pub policy: Option<SchedulingPolicy>,
     /// Messages for the user (returned as admission warnings).
     pub warnings: Vec<String>,
-    pub patch: json_patch::Patch,
+    pub patch: Patch<'p>,
 }
 
 impl Decision<'_> {
@@ -201,7 +199,7 @@ impl Decision<'_> {
             applied: Vec::new(),
             policy: None,
             warnings: Vec::new(),
-            patch: json_patch::Patch::default(),
+            patch: Patch::default(),
         }
     }
 }
@@ -303,27 +301,35 @@ pub fn decide<'p>(
     // 7–8. Effects, then the record of applied rules.
     let effect_rules = || selected.iter().copied().chain(profile.effect_only_rules());
     let applied: Vec<&'p str> = effect_rules().map(|r| r.name.as_str()).collect();
-    let mut annotations: Vec<(&str, &str)> = Vec::new();
-    let candidates = effect_rules()
-        .flat_map(|r| &r.annotations)
-        .chain(profile.cluster_annotations())
-        .map(|(k, v)| (k.as_str(), v.as_str()));
-    let applied_value = applied.join(",");
-    let record = (!applied.is_empty()).then_some((APPLIED_ANNOTATION, applied_value.as_str()));
-    for (key, value) in candidates.chain(record) {
+    let mut annotations: Vec<(&'p str, patch::Value<'p>)> = Vec::new();
+    let mut annotate = |key: &'p str, value: patch::Value<'p>| {
         if !pod.has_annotation(key) && !annotations.iter().any(|(k, _)| *k == key) {
             annotations.push((key, value));
         }
+    };
+    for (key, value) in effect_rules()
+        .flat_map(|r| &r.annotations)
+        .chain(profile.cluster_annotations())
+    {
+        annotate(key, patch::Value::Text(value.as_str().into()));
+    }
+    if !applied.is_empty() {
+        annotate(
+            APPLIED_ANNOTATION,
+            patch::Value::Text(applied.join(",").into()),
+        );
     }
     patch.add_to_object(
         &["metadata", "annotations"],
         pod.metadata.annotations.is_some(),
-        annotations.into_iter().map(|(k, v)| (k, json!(v))),
+        annotations,
     );
     patch.add_to_object(
         &["metadata", "labels"],
         pod.metadata.labels.is_some(),
-        added.into_iter().map(|(k, v)| (k, json!(v))),
+        added
+            .into_iter()
+            .map(|(k, v)| (k, patch::Value::Text(v.into()))),
     );
 
     // 6. Scheduling, by the first selecting rule's policy; by hand, tolerations only.
@@ -336,7 +342,7 @@ pub fn decide<'p>(
                 .node_selector
                 .iter()
                 .filter(|(k, _)| pod.node_selector(k).is_none())
-                .map(|(k, v)| (k.as_str(), json!(v))),
+                .map(|(k, v)| (k.as_str(), patch::Value::Text(v.as_str().into()))),
         );
     }
     patch.append_to_array(
@@ -347,7 +353,7 @@ pub fn decide<'p>(
             .iter()
             .zip(&profile.toleration_values)
             .filter(|(t, _)| !pod.tolerates(t))
-            .map(|(_, value)| value.clone()),
+            .map(|(_, value)| patch::Value::Json(value)),
     );
     if policy == Some(SchedulingPolicy::NormalNodePrefer) {
         prefer_normal_nodes(&mut patch, pod, profile);
@@ -369,23 +375,11 @@ pub fn decide<'p>(
     }
 }
 
-/// The preferred node-affinity term that favours nodes without the virtual
-/// node's labels: real nodes first, virtual nodes as overflow.
-pub fn normal_node_preference(profile: &Profile) -> Value {
-    let expressions: Vec<Value> = profile
-        .virtual_node()
-        .node_selector
-        .iter()
-        .map(|(k, v)| json!({"key": k, "operator": "NotIn", "values": [v]}))
-        .collect();
-    json!({"weight": 100, "preference": {"matchExpressions": expressions}})
-}
-
-fn prefer_normal_nodes(patch: &mut PatchBuilder, pod: &Pod, profile: &Profile) {
-    let term = normal_node_preference(profile);
+fn prefer_normal_nodes<'p>(patch: &mut PatchBuilder<'p>, pod: &Pod, profile: &'p Profile) {
+    let term = profile.normal_node_preference();
     if pod
         .preferred_node_affinity()
-        .is_some_and(|terms| terms.contains(&term))
+        .is_some_and(|terms| terms.contains(term))
     {
         return;
     }
@@ -404,7 +398,7 @@ fn prefer_normal_nodes(patch: &mut PatchBuilder, pod: &Pod, profile: &Profile) {
             "preferredDuringSchedulingIgnoredDuringExecution",
         ],
         pod.preferred_node_affinity().is_some(),
-        [term],
+        [patch::Value::Json(term)],
     );
 }
 

@@ -284,8 +284,11 @@ fn unreadable<'p>(namespace: String, why: String) -> Evaluation<'p> {
 /// Written straight into one buffer (this runs for every request); the
 /// bytes are those of serialising the AdmissionReview with serde.
 pub fn render_response(uid: &str, decision: &Decision<'_>) -> Vec<u8> {
-    let patch = (!decision.patch.0.is_empty())
-        .then(|| serde_json::to_vec(&decision.patch).expect("a patch serialises"));
+    let patch = (!decision.patch.is_empty()).then(|| {
+        let mut json = Vec::with_capacity(160 * decision.patch.len());
+        serde_json::to_writer(&mut json, &decision.patch).expect("writing to a Vec cannot fail");
+        json
+    });
     let capacity = 160
         + uid.len()
         + patch.as_ref().map_or(0, |p| p.len() * 4 / 3 + 4)
@@ -391,16 +394,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn decision_with(warnings: Vec<String>, patch: serde_json::Value) -> Decision<'static> {
+    fn decision_with(
+        warnings: Vec<String>,
+        annotations: &[(&'static str, &'static str)],
+    ) -> Decision<'static> {
         let mut d = Decision::skipped(SkipReason::NotSelected);
         d.warnings = warnings;
-        d.patch = serde_json::from_value(patch).unwrap();
+        let mut patch = crate::patch::PatchBuilder::default();
+        patch.add_to_object(
+            &["metadata", "annotations"],
+            true,
+            annotations
+                .iter()
+                .map(|&(k, v)| (k, crate::patch::Value::Text(v.into()))),
+        );
+        d.patch = patch.build();
         d
     }
 
     #[test]
     fn response_without_patch_or_warnings() {
-        let bytes = render_response("u-1", &decision_with(vec![], json!([])));
+        let bytes = render_response("u-1", &decision_with(vec![], &[]));
         assert_eq!(
             String::from_utf8(bytes).unwrap(),
             r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"u-1","allowed":true}}"#
@@ -411,7 +425,10 @@ mod tests {
     fn response_escapes_and_encodes() {
         let patch = json!([{"op": "add", "path": "/metadata/annotations/a~1b", "value": "x\"y"}]);
         let warnings = vec!["quote \" and \\ and é".to_string(), "second".to_string()];
-        let bytes = render_response("odd\"uid", &decision_with(warnings.clone(), patch.clone()));
+        let bytes = render_response(
+            "odd\"uid",
+            &decision_with(warnings.clone(), &[("a/b", "x\"y")]),
+        );
         let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let b64 = value["response"]["patch"].as_str().unwrap();
         let decoded: serde_json::Value = serde_json::from_slice(

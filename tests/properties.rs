@@ -160,7 +160,9 @@ fn profile_of(rules: Vec<Value>, vswitch: bool) -> Profile {
 
 fn decide(pod: &Value, ns: Option<&Labels>, profile: &Profile) -> json_patch::Patch {
     let view: Pod = serde_json::from_value(pod.clone()).unwrap();
-    decision::decide(&view, "team-a", ns, profile, &Exclusions::default()).patch
+    decision::decide(&view, "team-a", ns, profile, &Exclusions::default())
+        .patch
+        .to_json_patch()
 }
 
 /// Every value of `before` is still in `after`: objects keep their keys and

@@ -12,7 +12,6 @@ use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
 use eci_profile::profile::SchedulingPolicy;
 use eci_profile::review::{self, Context, Evaluation};
 use eci_profile::sources::file::read_namespaces;
-use json_patch::PatchOperation;
 use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
@@ -94,7 +93,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
             }
             Output::Pod => {
                 let mut pod = request_object(&case.body);
-                json_patch::patch(&mut pod, &evaluation.decision.patch)
+                json_patch::patch(&mut pod, &evaluation.decision.patch.to_json_patch())
                     .map_err(|e| format!("{}: the patch does not apply: {e}", case.label))?;
                 if case.yaml {
                     if i > 0 {
@@ -341,14 +340,12 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
     for warning in &decision.warnings {
         let _ = writeln!(out, "  warning:   {warning}");
     }
-    if decision.patch.0.is_empty() {
+    if decision.patch.is_empty() {
         let _ = writeln!(out, "  patch:     none");
     } else {
-        let _ = writeln!(out, "  patch:     {} operation(s)", decision.patch.0.len());
-        for op in &decision.patch.0 {
-            if let PatchOperation::Add(add) = op {
-                let _ = writeln!(out, "    add {} {}", add.path, add.value);
-            }
+        let _ = writeln!(out, "  patch:     {} operation(s)", decision.patch.len());
+        for add in decision.patch.operations() {
+            let _ = writeln!(out, "    add {} {}", add.path(), add.value());
         }
     }
 }

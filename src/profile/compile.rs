@@ -137,6 +137,7 @@ pub fn compile(data: &ProfileData) -> Compiled {
                 .iter()
                 .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
                 .collect(),
+            normal_node_preference: normal_node_preference(&virtual_node),
             selecting,
             effect_only,
             virtual_node,
@@ -876,4 +877,15 @@ fn field<'n>(fields: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
         .iter()
         .find(|(k, _)| k.as_str() == Some(name))
         .map(|(_, v)| v)
+}
+
+/// The preferred node-affinity term that favours nodes without the virtual
+/// node's labels.
+fn normal_node_preference(virtual_node: &VirtualNode) -> serde_json::Value {
+    let expressions: Vec<serde_json::Value> = virtual_node
+        .node_selector
+        .iter()
+        .map(|(k, v)| serde_json::json!({"key": k, "operator": "NotIn", "values": [v]}))
+        .collect();
+    serde_json::json!({"weight": 100, "preference": {"matchExpressions": expressions}})
 }

@@ -130,6 +130,8 @@ pub struct Profile {
     pub(crate) virtual_node: VirtualNode,
     /// The virtual node's tolerations as JSON, ready for a patch.
     pub(crate) toleration_values: Vec<serde_json::Value>,
+    /// See [`Profile::normal_node_preference`].
+    pub(crate) normal_node_preference: serde_json::Value,
     /// Annotations every pod sent to a virtual node gets (from `vSwitchIds`, `securityGroupId`).
     pub(crate) cluster_annotations: Vec<(String, String)>,
     /// Whether a rule's effect labels can change what an objectSelector sees.
@@ -171,6 +173,13 @@ impl Profile {
     /// The scheduling target.
     pub fn virtual_node(&self) -> &VirtualNode {
         &self.virtual_node
+    }
+
+    /// The preferred node-affinity term of policy `normal-node-prefer`: it
+    /// favours nodes without the virtual node's labels, so real nodes come
+    /// first and virtual nodes take the overflow.
+    pub fn normal_node_preference(&self) -> &serde_json::Value {
+        &self.normal_node_preference
     }
 
     /// Annotations from `vSwitchIds` and `securityGroupId`.

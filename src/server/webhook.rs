@@ -154,7 +154,7 @@ async fn answer(state: &State, query: MutateQuery, request: Request) -> Response
             }
             Outcome::Skipped(why) => tracing::debug!(reason, "pod allowed unchanged: {why}"),
             Outcome::Unchanged => tracing::debug!("pod already complete: allowed unchanged"),
-            Outcome::Mutated => tracing::debug!(operations = decision.patch.0.len(), "pod patched"),
+            Outcome::Mutated => tracing::debug!(operations = decision.patch.len(), "pod patched"),
         }
     } else {
         tracing::info!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use eci_profile::decision::{self, Decision, Exclusions};
 use eci_profile::labels::Labels;
 use eci_profile::namespaces::StaticNamespaces;
+use eci_profile::patch::Patch;
 use eci_profile::pod::Pod;
 use eci_profile::profile::{self, Profile, ProfileData};
 use serde_json::Value;
@@ -87,7 +88,7 @@ pub fn decide_excluding(
     let patched = apply(pod, &first.patch);
     let again = run(&patched, namespace, ns_labels, profile, exclusions);
     assert!(
-        again.patch.0.is_empty(),
+        again.patch.is_empty(),
         "not idempotent: second patch {} after first {}",
         serde_json::to_string(&again.patch).unwrap(),
         serde_json::to_string(&first.patch).unwrap()
@@ -116,9 +117,9 @@ fn run<'p>(
 }
 
 /// `pod` with `patch` applied; panics if it does not apply.
-pub fn apply(pod: &Value, patch: &json_patch::Patch) -> Value {
+pub fn apply(pod: &Value, patch: &Patch) -> Value {
     let mut pod = pod.clone();
-    json_patch::patch(&mut pod, patch).expect("patch applies");
+    json_patch::patch(&mut pod, &patch.to_json_patch()).expect("patch applies");
     pod
 }
 
