@@ -6,12 +6,11 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Query, Request, State as Extract};
+use axum::extract::{Request, State as Extract};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use serde::Deserialize;
 use tracing::{Instrument as _, field};
 
 use super::State;
@@ -26,18 +25,7 @@ pub fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct MutateQuery {
-    /// kube-apiserver's own deadline for the call, e.g. `10s`.
-    timeout: Option<String>,
-}
-
-async fn mutate(
-    Extract(state): Extract<Arc<State>>,
-    Query(query): Query<MutateQuery>,
-    request: Request,
-) -> Response {
+async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Response {
     // At debug: formatting its fields for every request would cost more than
     // deciding; the info events below carry the same fields themselves.
     let span = tracing::debug_span!(
@@ -50,7 +38,7 @@ async fn mutate(
         rules = field::Empty,
     );
     let started = Instant::now();
-    let response = answer(&state, query, request).instrument(span).await;
+    let response = answer(&state, request).instrument(span).await;
     state
         .metrics
         .request_duration
@@ -58,14 +46,10 @@ async fn mutate(
     response
 }
 
-async fn answer(state: &State, query: MutateQuery, request: Request) -> Response {
-    let deadline = query
-        .timeout
-        .as_deref()
-        .and_then(parse_go_duration)
-        .map_or(state.limits.request_timeout, |t| {
-            t.min(state.limits.request_timeout)
-        });
+async fn answer(state: &State, request: Request) -> Response {
+    let deadline = timeout_param(request.uri().query()).map_or(state.limits.request_timeout, |t| {
+        t.min(state.limits.request_timeout)
+    });
     let limit = state.limits.max_body_bytes;
     let declared = request
         .headers()
@@ -201,6 +185,15 @@ fn refuse(state: &State, status: StatusCode, kind: &'static str, message: String
         .into_response()
 }
 
+/// kube-apiserver's own deadline for the call: `timeout` in the query string
+/// (`?timeout=10s`), a Go duration, which needs no percent-decoding.
+fn timeout_param(query: Option<&str>) -> Option<Duration> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("timeout="))
+        .and_then(parse_go_duration)
+}
+
 /// Parses a Go duration as kube-apiserver writes it (`10s`, `1m30s`, `500ms`).
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let mut rest = s;
@@ -212,22 +205,26 @@ pub fn parse_go_duration(s: &str) -> Option<Duration> {
         let digits = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
+        let number = &rest[..digits];
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
+        let nanos: u64 = match &rest[..unit_len] {
+            "h" => 3_600_000_000_000,
+            "m" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
             _ => return None,
         };
         rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds).ok()?;
+        total += match number.parse::<u64>() {
+            Ok(whole) => Duration::from_nanos(whole.checked_mul(nanos)?),
+            Err(_) => Duration::try_from_secs_f64(number.parse::<f64>().ok()? * nanos as f64 / 1e9)
+                .ok()?,
+        };
     }
     Some(total)
 }
@@ -245,5 +242,24 @@ mod tests {
         assert_eq!(parse_go_duration(""), None);
         assert_eq!(parse_go_duration("5"), None);
         assert_eq!(parse_go_duration("5 parsecs"), None);
+        assert_eq!(parse_go_duration("."), None);
+        assert_eq!(parse_go_duration("1.5.5s"), None);
+        assert_eq!(parse_go_duration("99999999999h"), None);
+        assert_eq!(parse_go_duration("250us"), Some(Duration::from_micros(250)));
+    }
+
+    #[test]
+    fn timeout_from_the_query_string() {
+        assert_eq!(
+            timeout_param(Some("timeout=10s")),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            timeout_param(Some("a=b&timeout=2s")),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(timeout_param(Some("timeout=soon")), None);
+        assert_eq!(timeout_param(Some("xtimeout=1s")), None);
+        assert_eq!(timeout_param(None), None);
     }
 }
