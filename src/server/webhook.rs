@@ -38,7 +38,7 @@ async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Respon
         rules = field::Empty,
     );
     let started = Instant::now();
-    let response = answer(&state, request).instrument(span).await;
+    let response = answer(&state, request, span.clone()).instrument(span).await;
     state
         .metrics
         .request_duration
@@ -46,7 +46,8 @@ async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Respon
     response
 }
 
-async fn answer(state: &State, request: Request) -> Response {
+/// Answers `request`, recording what was decided in `span` (the request's).
+async fn answer(state: &State, request: Request, span: tracing::Span) -> Response {
     let deadline = timeout_param(request.uri().query()).map_or(state.limits.request_timeout, |t| {
         t.min(state.limits.request_timeout)
     });
@@ -114,7 +115,6 @@ async fn answer(state: &State, request: Request) -> Response {
     let reviewed = review::respond(request, context);
     let evaluation = &reviewed.evaluation;
     let decision = &evaluation.decision;
-    let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("uid", reviewed.uid.as_str());
         span.record("operation", reviewed.operation.as_str());
