@@ -1,7 +1,8 @@
 //! In-process cost of the request path: request body bytes to response body
 //! bytes (what the server does per request, minus HTTP and TLS), and the
 //! decision with the patch alone, for three pods and profiles of 1, 100 and
-//! 10,000 selectors.
+//! 10,000 selectors; and reading the request next to serde_json merely
+//! skipping it, the floor for any reader built on it.
 //!
 //!     cargo bench --bench request_path
 
@@ -72,6 +73,25 @@ fn bench(c: &mut Criterion) {
         }
         decide.finish();
     }
+
+    // Reading the request against the floor of any serde_json reader:
+    // skipping the whole body (every byte scanned, nothing kept).
+    let mut parse = c.benchmark_group("parse");
+    for (name, body) in pods() {
+        parse.throughput(Throughput::Bytes(body.len() as u64));
+        parse.bench_with_input(BenchmarkId::new("skip_only", name), &body, |b, body| {
+            b.iter(|| serde_json::from_slice::<serde::de::IgnoredAny>(black_box(body)).unwrap())
+        });
+        parse.bench_with_input(BenchmarkId::new("parse_request", name), &body, |b, body| {
+            b.iter(|| {
+                review::parse_request(black_box(body))
+                    .unwrap()
+                    .operation
+                    .len()
+            })
+        });
+    }
+    parse.finish();
 }
 
 criterion_group! {

@@ -166,10 +166,9 @@ struct ReviewIn<'a, O> {
 /// on the way; only a body that fails that is read again, to tell a broken
 /// body (an error) from an object that is not a readable pod (answered).
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
-    if let Ok(review) = serde_json::from_slice::<ReviewIn<Option<Pod>>>(body) {
-        return checked(review, |object| {
-            object.map_or(Object::Absent, |pod| Object::Pod(Box::new(pod)))
-        });
+    // The pod boxed as it is read: the envelope stays small to move around.
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<Option<Box<Pod>>>>(body) {
+        return checked(review, |object| object.map_or(Object::Absent, Object::Pod));
     }
     let review: ReviewIn<Option<&RawValue>> = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
