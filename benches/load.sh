@@ -4,7 +4,9 @@
 # and settings, the same request (a captured ReplicaSet pod CREATE) and the
 # same response bytes (the baseline answers with eci-profile's own answer,
 # computed beforehand), on loopback only, bounded in requests and time.
-# Prints req/s and p50/p99 of both, and the ratios ours/baseline.
+# Prints req/s and p50/p99 of both, and the ratios ours/baseline. The two
+# servers take turns, run by run, for ROUNDS rounds; medians are reported,
+# so that a shared machine's drift does not land on one side.
 #
 #   benches/load.sh                        # defaults below
 #   REQUESTS=200 RATE_REQUESTS=200 benches/load.sh   # a smoke run
@@ -19,6 +21,7 @@ CONCURRENCY=${CONCURRENCY:-32}        # connections
 H2_PARALLEL=${H2_PARALLEL:-4}         # HTTP/2 streams per connection
 RATE=${RATE:-2000}                    # fixed-rate run, requests/s
 RATE_REQUESTS=${RATE_REQUESTS:-20000} # fixed-rate run length (10 s at 2000/s)
+ROUNDS=${ROUNDS:-3}                   # each run, for each server, this many times
 SELECTORS=${SELECTORS:-100}
 NAMESPACES=${NAMESPACES:-1000}
 
@@ -74,17 +77,22 @@ run() { # name port pid oha-args...
   echo $(( $(ticks "$pid") - before )) > "$work/$name.ticks"
 }
 
-for server in ours base; do
-  port=$([ "$server" = ours ] && echo "$ours" || echo "$base")
-  pid=$([ "$server" = ours ] && echo "${pids[0]}" || echo "${pids[1]}")
-  run "$server-h1" "$port" "$pid" -n "$REQUESTS" -c "$CONCURRENCY" --http-version 1.1
-  run "$server-h2" "$port" "$pid" -n "$REQUESTS" -c "$CONCURRENCY" -p "$H2_PARALLEL" --http2
-  run "$server-rate" "$port" "$pid" -n "$RATE_REQUESTS" -c "$CONCURRENCY" -q "$RATE" --http-version 1.1 --latency-correction
+for round in $(seq "$ROUNDS"); do
+  for kind in h1 h2 rate; do
+    case $kind in
+      h1) args=(-n "$REQUESTS" -c "$CONCURRENCY" --http-version 1.1) ;;
+      h2) args=(-n "$REQUESTS" -c "$CONCURRENCY" -p "$H2_PARALLEL" --http2) ;;
+      rate) args=(-n "$RATE_REQUESTS" -c "$CONCURRENCY" -q "$RATE" --http-version 1.1 --latency-correction) ;;
+    esac
+    run "ours-$kind-$round" "$ours" "${pids[0]}" "${args[@]}"
+    run "base-$kind-$round" "$base" "${pids[1]}" "${args[@]}"
+  done
 done
 
-python3 - "$work" "$REQUESTS" "$CONCURRENCY" "$H2_PARALLEL" "$RATE" "$SELECTORS" "$(getconf CLK_TCK)" <<'PY'
-import json, sys
-work, requests, conc, par, rate, selectors, hz = sys.argv[1:]
+python3 - "$work" "$REQUESTS" "$CONCURRENCY" "$H2_PARALLEL" "$RATE" "$SELECTORS" "$(getconf CLK_TCK)" "$ROUNDS" <<'PY'
+import json, statistics, sys
+work, requests, conc, par, rate, selectors, hz, rounds = sys.argv[1:]
+rounds = int(rounds)
 def load(name):
     with open(f"{work}/{name}.json") as f:
         r = json.load(f)
@@ -95,17 +103,23 @@ def load(name):
         cpu_us = int(f.read()) / int(hz) * 1e6 / max(ok, 1)
     return {"rps": s["requestsPerSec"], "p50": p["p50"] * 1000, "p99": p["p99"] * 1000, "ok": ok, "cpu": cpu_us,
             "errors": sum(r.get("errorDistribution", {}).values()) + sum(v for k, v in codes.items() if k != "200")}
+def median(runs, key):
+    return statistics.median(r[key] for r in runs)
 print(f"eci-profile vs baseline: {requests} requests, {conc} connections (HTTP/2: x{par} streams), "
-      f"profile of {selectors} selectors, same TLS and load generator, loopback")
-print(f"{'run':<28}{'ours req/s':>12}{'base req/s':>12}{'ratio':>8}{'ours p50':>10}{'ours p99':>10}{'base p50':>10}{'base p99':>10}"
-      f"{'ours CPU':>11}{'base CPU':>11}")
+      f"profile of {selectors} selectors, same TLS and load generator, loopback; medians of {rounds} round(s)")
+print(f"{'run':<26}{'ours req/s':>11}{'base req/s':>11}{'ratio':>7}{'(range)':>12}{'ours p50':>10}{'ours p99':>10}"
+      f"{'base p50':>10}{'base p99':>10}{'ours CPU':>10}{'base CPU':>10}")
 bad = False
 for run, label in [("h1", "HTTP/1.1 keep-alive"), ("h2", "HTTP/2"), ("rate", f"HTTP/1.1 at {rate} req/s")]:
-    o, b = load(f"ours-{run}"), load(f"base-{run}")
-    bad |= o["errors"] > 0 or b["errors"] > 0
-    print(f"{label:<28}{o['rps']:>12.0f}{b['rps']:>12.0f}{o['rps']/b['rps']:>8.2f}"
-          f"{o['p50']:>8.2f}ms{o['p99']:>8.2f}ms{b['p50']:>8.2f}ms{b['p99']:>8.2f}ms"
-          f"{o['cpu']:>8.1f}µs{b['cpu']:>8.1f}µs")
+    o = [load(f"ours-{run}-{i}") for i in range(1, rounds + 1)]
+    b = [load(f"base-{run}-{i}") for i in range(1, rounds + 1)]
+    bad |= any(r["errors"] > 0 for r in o + b)
+    ratios = [x["rps"] / y["rps"] for x, y in zip(o, b)]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    print(f"{label:<26}{median(o, 'rps'):>11.0f}{median(b, 'rps'):>11.0f}{statistics.median(ratios):>7.2f}{spread:>12}"
+          f"{median(o, 'p50'):>8.2f}ms{median(o, 'p99'):>8.2f}ms{median(b, 'p50'):>8.2f}ms{median(b, 'p99'):>8.2f}ms"
+          f"{median(o, 'cpu'):>8.1f}µs{median(b, 'cpu'):>8.1f}µs")
+print("ratio: the median of each round's ours/baseline req/s, with its range over the rounds.")
 print("CPU: the server process's own CPU time per answered request (user + system), the load generator excluded.")
 if bad:
     print("some requests failed"); sys.exit(1)
