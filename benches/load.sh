@@ -9,7 +9,7 @@
 # so that a shared machine's drift does not land on one side.
 #
 #   benches/load.sh                        # defaults below
-#   REQUESTS=200 RATE_REQUESTS=200 benches/load.sh   # a smoke run
+#   REQUESTS=200 RATE_REQUESTS=200 ROUNDS=1 benches/load.sh   # a smoke run
 #
 # oha comes from $OHA, the PATH, or is installed from crates.io into
 # target/bench-tools (once).
