@@ -480,6 +480,41 @@ async fn keep_alive_connection_serves_many_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_connections_wait_the_idle_timeout_not_the_header_timeout() {
+    let h = start(Setup {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(1500),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = h.client(false);
+    let mut sender = client.http1(h.webhook).await;
+    let call = |sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>| {
+        let request = Request::post("/mutate?timeout=5s")
+            .header("host", "127.0.0.1")
+            .body(Full::new(Bytes::from(admission_fixture(
+                "create-deployment-pod",
+            ))))
+            .unwrap();
+        sender.send_request(request)
+    };
+    for _ in 0..2 {
+        let response = call(&mut sender).await.expect("the connection is still open");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.unwrap();
+        // Idle for longer than the header-read timeout.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    assert!(!sender.is_closed());
+    // Past the idle timeout, the server closes the connection.
+    assert!(eventually(Duration::from_secs(5), || async { sender.is_closed() }).await);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_gets_405_and_plain_http_gets_nothing() {
     let h = start(Setup::default()).await;
     let client = h.client(false);

@@ -86,9 +86,12 @@ pub struct ServeArgs {
     /// Upper bound to receive and answer a request (the API server's ?timeout= may lower it)
     #[arg(long, env = "ECI_PROFILE_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     request_timeout: Duration,
-    /// Time a client has to send request headers
+    /// Time a client has to send request headers, from their first byte
     #[arg(long, env = "ECI_PROFILE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = duration)]
     header_read_timeout: Duration,
+    /// Time a kept-alive HTTP/1.1 connection may wait for its next request
+    #[arg(long, env = "ECI_PROFILE_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
+    idle_timeout: Duration,
     /// On SIGTERM: time still served while /readyz answers 503
     #[arg(long, env = "ECI_PROFILE_SHUTDOWN_DELAY", default_value = "2s", value_parser = duration)]
     shutdown_delay: Duration,
@@ -158,6 +161,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         max_body_bytes: args.max_body_bytes,
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
         ..Limits::default()
     };
     let options = server::Options {

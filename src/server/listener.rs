@@ -1,6 +1,7 @@
 //! The TLS accept loop: every connection is TLS (no plain HTTP on this
-//! port), with a handshake timeout, TCP_NODELAY, HTTP/1.1 keep-alive or
-//! HTTP/2 as the client chooses, a header-read timeout, and a graceful drain.
+//! port), with a handshake timeout, TCP_NODELAY, HTTP/2 when the client
+//! asks for it (ALPN), else HTTP/1.1 keep-alive with idle and header-read
+//! timeouts ([`timeouts`](super::timeouts)), and a graceful drain.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::Service as _;
 
 use super::Limits;
+use super::timeouts::{Phase, Timed};
 
 /// Accepts connections until `stop` turns true, then lets open connections
 /// finish their requests for at most `grace`.
@@ -29,14 +31,13 @@ pub async fn serve_tls(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    // The idle and header-read timeouts are Timed's: hyper's own header-read
+    // timer also runs while a connection is idle.
+    let mut http1 = auto::Builder::new(TokioExecutor::new()).http1_only();
+    http1.http1().keep_alive(true);
+    let mut http2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+    http2.http2().timer(TokioTimer::new());
+    let (http1, http2) = (Arc::new(http1), Arc::new(http2));
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -53,7 +54,7 @@ pub async fn serve_tls(
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let router = router.clone();
-        let builder = builder.clone();
+        let (http1, http2) = (http1.clone(), http2.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls_stream =
@@ -69,12 +70,37 @@ pub async fn serve_tls(
                         return;
                     }
                 };
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                router.clone().call(request)
-            });
-            let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let ended = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        router.clone().call(request)
+                    });
+                let connection = http2.serve_connection(TokioIo::new(tls_stream), service);
+                watcher.watch(connection.into_owned()).await
+            } else {
+                let phase = Phase::default();
+                let io = Timed::new(
+                    tls_stream,
+                    phase.clone(),
+                    limits.idle_timeout,
+                    limits.header_read_timeout,
+                );
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        phase.handling();
+                        let answer = router.clone().call(request);
+                        let phase = phase.clone();
+                        async move {
+                            let response = answer.await;
+                            phase.idle();
+                            response
+                        }
+                    });
+                let connection = http1.serve_connection(TokioIo::new(io), service);
+                watcher.watch(connection.into_owned()).await
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
     }

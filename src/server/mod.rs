@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cluster;
 mod listener;
+pub mod timeouts;
 pub mod webhook;
 
 use std::future::Future;
@@ -35,8 +36,13 @@ pub struct Limits {
     /// Upper bound for reading a request body and answering it (the API
     /// server's `?timeout=` lowers it further).
     pub request_timeout: Duration,
-    /// Time a client has to send a request's headers.
+    /// Time a client has to send a request's headers, from its first byte
+    /// (or from the handshake, on a new connection).
     pub header_read_timeout: Duration,
+    /// Time an HTTP/1.1 connection may stay open between requests: longer
+    /// than kube-apiserver keeps idle connections (90 s), so that it is the
+    /// one to close them.
+    pub idle_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -47,6 +53,7 @@ impl Default for Limits {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(5),
         }
     }
