@@ -502,7 +502,9 @@ async fn kept_alive_connections_wait_the_idle_timeout_not_the_header_timeout() {
         sender.send_request(request)
     };
     for _ in 0..2 {
-        let response = call(&mut sender).await.expect("the connection is still open");
+        let response = call(&mut sender)
+            .await
+            .expect("the connection is still open");
         assert_eq!(response.status(), StatusCode::OK);
         response.into_body().collect().await.unwrap();
         // Idle for longer than the header-read timeout.
