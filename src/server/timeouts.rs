@@ -78,11 +78,6 @@ impl<T> Timed<T> {
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
-
-    /// The wrapped I/O.
-    pub fn get_ref(&self) -> &T {
-        &self.io
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Timed<T> {
