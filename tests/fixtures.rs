@@ -329,6 +329,8 @@ fn malformed_bodies_are_errors_not_panics() {
     let cases: &[(&[u8], &str)] = &[
         (b"", "not JSON"),
         (b"{not json", "not JSON"),
+        // JSON is UTF-8, even in a field the webhook does not read.
+        (b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"uid\":\"u\",\"userInfo\":{\"username\":\"\xff\"}}}", "not JSON"),
         (b"[1,2]", "not an admission.k8s.io/v1 AdmissionReview"),
         (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1beta1","request":{"uid":"u"}}"#, "not an admission.k8s.io/v1"),
         (br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#, "no request"),
