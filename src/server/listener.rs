@@ -70,11 +70,9 @@ pub async fn serve_tls(
                         return;
                     }
                 };
+            let call = move |request: hyper::Request<Incoming>| router.clone().call(request);
             let ended = if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                let service =
-                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                        router.clone().call(request)
-                    });
+                let service = hyper::service::service_fn(call);
                 let connection = http2.serve_connection(TokioIo::new(tls_stream), service);
                 watcher.watch(connection.into_owned()).await
             } else {
@@ -88,7 +86,7 @@ pub async fn serve_tls(
                 let service =
                     hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
                         phase.handling();
-                        let answer = router.clone().call(request);
+                        let answer = call(request);
                         let phase = phase.clone();
                         async move {
                             let response = answer.await;

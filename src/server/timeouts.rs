@@ -165,14 +165,18 @@ mod tests {
         (io, client)
     }
 
+    /// Reads from `io` until it times out, `after` from `started`.
+    async fn times_out(io: &mut Timed<tokio::io::DuplexStream>, started: Instant, after: u64) {
+        let error = io.read(&mut [0; 8]).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(after));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_new_connection_has_the_header_read_time() {
         let phase = Phase::default();
         let (mut io, _client) = timed(&phase);
-        let started = Instant::now();
-        let error = io.read(&mut [0; 8]).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        times_out(&mut io, Instant::now(), 5).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -192,9 +196,7 @@ mod tests {
         let (mut io, n) = waiting.await.unwrap();
         assert_eq!(n, 4);
         // Headers begun at 50 s: 5 s more, not what is left of the idle time.
-        let error = io.read(&mut [0; 8]).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(55));
+        times_out(&mut io, started, 55).await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -202,10 +204,7 @@ mod tests {
         let phase = Phase::default();
         let (mut io, _client) = timed(&phase);
         phase.idle();
-        let started = Instant::now();
-        let error = io.read(&mut [0; 8]).await.unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-        assert_eq!(started.elapsed(), Duration::from_secs(60));
+        times_out(&mut io, Instant::now(), 60).await;
     }
 
     #[tokio::test(start_paused = true)]
