@@ -23,6 +23,40 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Labels of `http_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// `webhook` or `admin`.
+    pub listener: &'static str,
+    /// The HTTP status sent (`400`, `404`, `405`, `408`, `413`, `429`, `431`,
+    /// `503`), or `none` when the connection was closed without an answer.
+    pub status: &'static str,
+    /// Why, in a word (`bad-request`, `too-large`, `header-timeout`, ...).
+    pub reason: &'static str,
+}
+
+/// The `status` label of an HTTP status code.
+pub fn status_label(code: u16) -> &'static str {
+    match code {
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        429 => "429",
+        431 => "431",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// Labels of counters that only have a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 /// Labels of `profile_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProfileInfoLabels {
@@ -39,8 +73,11 @@ pub struct Metrics {
     pub profile_generation: Gauge,
     pub profile_selectors: Gauge,
     pub profile_info: Family<ProfileInfoLabels, Gauge>,
+    pub profile_reload_failing: Gauge,
     pub certificate_reloads: Family<ResultLabels, Counter>,
     pub certificate_expiry: Gauge,
+    pub http_refusals: Family<RefusalLabels, Counter>,
+    pub tls_handshake_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -83,6 +120,12 @@ impl Default for Metrics {
             "The profile in use, by digest (always 1)",
             profile_info.clone(),
         );
+        let profile_reload_failing = Gauge::default();
+        registry.register(
+            "profile_reload_failing",
+            "1 while the profile's source holds a profile that was refused (the last good one is still in use), else 0",
+            profile_reload_failing.clone(),
+        );
         let certificate_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "certificate_reloads",
@@ -95,6 +138,18 @@ impl Default for Metrics {
             "notAfter of the serving certificate in use, in seconds since the Unix epoch",
             certificate_expiry.clone(),
         );
+        let http_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "http_refusals",
+            "Requests and connections refused at the HTTP level, by listener, status and reason",
+            http_refusals.clone(),
+        );
+        let tls_handshake_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the webhook port that failed, by reason",
+            tls_handshake_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -103,8 +158,11 @@ impl Default for Metrics {
             profile_generation,
             profile_selectors,
             profile_info,
+            profile_reload_failing,
             certificate_reloads,
             certificate_expiry,
+            http_refusals,
+            tls_handshake_failures,
         }
     }
 }
@@ -117,7 +175,33 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a request or connection refused at the HTTP level.
+    pub fn refused(&self, listener: &'static str, status: &'static str, reason: &'static str) {
+        self.http_refusals
+            .get_or_create(&RefusalLabels {
+                listener,
+                status,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts a failed TLS handshake.
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Records that the profile's source holds a profile equal to the one in
+    /// use, so no refused profile is pending (clears `profile_reload_failing`).
+    pub fn profile_current(&self) {
+        self.profile_reload_failing.set(0);
+    }
+
     /// Records a profile load attempt; on success, the new profile's figures.
+    /// A failure sets `profile_reload_failing` until the next success (or
+    /// [`Metrics::profile_current`]).
     pub fn profile_loaded(&self, loaded: Option<(u64, usize)>) {
         let result = if loaded.is_some() {
             "success"
@@ -127,6 +211,7 @@ impl Metrics {
         self.profile_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
+        self.profile_reload_failing.set(i64::from(loaded.is_none()));
         if let Some((digest, selectors)) = loaded {
             self.profile_generation.inc();
             self.profile_selectors.set(selectors as i64);
@@ -185,6 +270,42 @@ mod tests {
             text.contains("eci_profile_certificate_expiry_timestamp_seconds 1900000000"),
             "{text}"
         );
+        assert!(
+            text.contains("eci_profile_profile_reload_failing 0"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_failed_reload_stays_visible_until_the_source_is_good_again() {
+        let m = Metrics::default();
+        m.profile_loaded(Some((1, 1)));
+        m.profile_loaded(None);
+        assert!(m.encode().contains("eci_profile_profile_reload_failing 1"));
+        m.profile_current();
+        assert!(m.encode().contains("eci_profile_profile_reload_failing 0"));
+        m.profile_loaded(None);
+        m.profile_loaded(Some((2, 1)));
+        assert!(m.encode().contains("eci_profile_profile_reload_failing 0"));
+    }
+
+    #[test]
+    fn counts_refusals_and_handshake_failures() {
+        let m = Metrics::default();
+        m.refused("webhook", "413", "too-large");
+        m.refused("webhook", "413", "too-large");
+        m.handshake_failed("timeout");
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"eci_profile_http_refusals_total{listener="webhook",status="413",reason="too-large"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eci_profile_tls_handshake_failures_total{reason="timeout"} 1"#),
+            "{text}"
+        );
     }
 }

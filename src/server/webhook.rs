@@ -15,6 +15,7 @@ use tracing::{Instrument as _, field};
 
 use super::State;
 use crate::decision::{Outcome, SkipReason};
+use crate::metrics::status_label;
 use crate::review::{self, Context};
 
 /// The webhook's routes; unknown paths get 404, other methods 405.
@@ -176,6 +177,9 @@ async fn read(body: Limited<Body>) -> Result<axum::body::Bytes, BodyError> {
 /// A plain-text error answer; the request counts as an error.
 fn refuse(state: &State, status: StatusCode, kind: &'static str, message: String) -> Response {
     state.metrics.request("error", kind);
+    state
+        .metrics
+        .refused("webhook", status_label(status.as_u16()), kind);
     tracing::warn!(status = status.as_u16(), "request refused: {message}");
     (
         status,
