@@ -16,8 +16,19 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+async fn not_found(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
+    state.metrics.refused("admin", "404", "not-found");
+    (StatusCode::NOT_FOUND, "not found\n")
+}
+
+async fn method_not_allowed(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
+    state.metrics.refused("admin", "405", "method-not-allowed");
+    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
 }
 
 async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {

@@ -7,7 +7,7 @@
 
 pub mod admin;
 pub mod cluster;
-mod listener;
+pub mod listener;
 pub mod timeouts;
 pub mod webhook;
 
@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use self::listener::{Listener, Stage};
 use crate::decision::Exclusions;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLookup;
@@ -45,6 +46,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Open webhook connections beyond this are closed as soon as accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -55,9 +58,13 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(5),
+            max_connections: 512,
         }
     }
 }
+
+/// Open connections the admin listener (probes, metrics scrapes) accepts.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// A condition readiness waits for, with what to say while it is false.
 type Condition = (&'static str, Box<dyn Fn() -> bool + Send + Sync>);
@@ -206,9 +213,10 @@ impl Server {
         self.admin.local_addr().expect("bound")
     }
 
-    /// Serves until `shutdown` resolves, then drains: readiness turns 503,
-    /// the webhook keeps answering for the shutdown delay, in-flight requests
-    /// get the grace period, and the process may exit.
+    /// Serves until `shutdown` resolves, then drains: readiness turns 503 and
+    /// every connection is told to close after its current response (see
+    /// [`Stage`]); both listeners keep answering for the shutdown delay, then
+    /// stop accepting, and in-flight requests get the grace period.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             options,
@@ -229,34 +237,46 @@ impl Server {
         }
 
         let (webhook_addr, admin_addr) = (webhook.local_addr()?, admin.local_addr()?);
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let webhook_task = tokio::spawn(listener::serve_tls(
-            webhook,
-            tls,
-            webhook::router(state.clone()),
-            state.limits,
-            stop_rx.clone(),
-            options.shutdown_grace,
-        ));
-        let mut admin_stop = stop_rx.clone();
-        let admin_router = admin::router(state.clone());
-        let admin_task = tokio::spawn(async move {
-            axum::serve(admin, admin_router)
-                .with_graceful_shutdown(async move {
-                    let _ = admin_stop.wait_for(|stop| *stop).await;
-                })
-                .await
-        });
+        let (stage, following) = tokio::sync::watch::channel(Stage::Serving);
+        let webhook = Listener {
+            name: "webhook",
+            tcp: webhook,
+            tls: Some(tls),
+            max_connections: state.limits.max_connections,
+        };
+        let admin = Listener {
+            name: "admin",
+            tcp: admin,
+            tls: None,
+            max_connections: ADMIN_MAX_CONNECTIONS,
+        };
+        let serve = |listener, router| {
+            tokio::spawn(listener::serve(
+                listener,
+                router,
+                state.limits,
+                state.metrics.clone(),
+                following.clone(),
+                options.shutdown_grace,
+            ))
+        };
+        let webhook_task = serve(webhook, webhook::router(state.clone()));
+        let admin_task = serve(admin, admin::router(state.clone()));
         state.readiness.set_certificate_served();
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
 
         shutdown.await;
         state.readiness.set_draining();
-        tracing::info!(delay = ?options.shutdown_delay, "shutting down: readiness is now 503");
+        let _ = stage.send(Stage::Draining);
+        tracing::info!(
+            delay = ?options.shutdown_delay,
+            "shutting down: readiness is now 503, connections are told to close"
+        );
         tokio::time::sleep(options.shutdown_delay).await;
-        let _ = stop_tx.send(true);
-        webhook_task.await?;
-        admin_task.await??;
+        let _ = stage.send(Stage::Closing);
+        let (webhook_ended, admin_ended) = tokio::join!(webhook_task, admin_task);
+        webhook_ended?;
+        admin_ended?;
         background.abort_all();
         tracing::info!("stopped");
         Ok(())

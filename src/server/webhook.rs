@@ -22,7 +22,8 @@ use crate::review::{self, Context};
 pub fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -159,6 +160,18 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
         reviewed.response,
     )
         .into_response()
+}
+
+async fn not_found(Extract(state): Extract<Arc<State>>) -> Response {
+    state.metrics.refused("webhook", "404", "not-found");
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+async fn method_not_allowed(Extract(state): Extract<Arc<State>>) -> Response {
+    state
+        .metrics
+        .refused("webhook", "405", "method-not-allowed");
+    (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()
 }
 
 enum BodyError {
