@@ -21,6 +21,7 @@ pub const KEY_FILE: &str = "tls.key";
 pub const VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A generated CA certificate and a serving pair signed by it (PEM).
+#[derive(Clone)]
 pub struct Generated {
     pub ca_pem: String,
     pub cert_pem: String,

@@ -17,7 +17,7 @@ use eci_profile::review::{self, Context};
 use eci_profile::server::{Limits, Options, Server, State};
 use eci_profile::{certs, tls};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject as _;
@@ -73,6 +73,9 @@ struct Setup {
     profile_file: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     shutdown_delay: Duration,
+    shutdown_grace: Duration,
+    /// The serving pair [default: a new one].
+    pair: Option<certs::Generated>,
 }
 
 impl Default for Setup {
@@ -82,6 +85,8 @@ impl Default for Setup {
             profile_file: None,
             client_ca: None,
             shutdown_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_secs(5),
+            pair: None,
         }
     }
 }
@@ -107,7 +112,7 @@ async fn start(setup: Setup) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let cert_dir = dir.path().join("tls");
     std::fs::create_dir_all(&cert_dir).unwrap();
-    let first_pair = new_pair();
+    let first_pair = setup.pair.unwrap_or_else(new_pair);
     publish_pair(&cert_dir, "v1", &first_pair);
     let profile = match &setup.profile_file {
         Some(path) => eci_profile::sources::file::load_profile(path).unwrap().0,
@@ -127,7 +132,7 @@ async fn start(setup: Setup) -> Harness {
         client_ca: setup.client_ca,
         profile_file: setup.profile_file,
         shutdown_delay: setup.shutdown_delay,
-        shutdown_grace: Duration::from_secs(5),
+        shutdown_grace: setup.shutdown_grace,
     };
     let server = Server::bind(options, state.clone()).await.unwrap();
     let (webhook, admin) = (server.webhook_addr(), server.admin_addr());
@@ -235,6 +240,7 @@ impl Client {
     /// Connects by IP address: rustls then sends no SNI, as kube-apiserver does.
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
         let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
         let name = ServerName::IpAddress(addr.ip().into());
         TlsConnector::from(self.config.clone())
             .connect(name, tcp)
@@ -853,4 +859,591 @@ async fn readiness_and_graceful_shutdown() {
         .unwrap()
         .unwrap();
     assert!(TcpStream::connect(webhook).await.is_err());
+}
+
+// ---------- drain, HTTP/2 and admin timeouts, hostile clients ----------
+
+/// What the clients of a rolling restart saw.
+#[derive(Default)]
+struct Tally {
+    answered: AtomicUsize,
+    failed: AtomicUsize,
+    redials: AtomicUsize,
+    /// Requests not written before their connection closed, or HTTP/2
+    /// streams refused unprocessed by a GOAWAY: sent again.
+    retried: AtomicUsize,
+}
+
+/// Whether `error` is an HTTP/2 stream the server refused, unprocessed, by
+/// GOAWAY (its id above the GOAWAY's last stream id) or REFUSED_STREAM.
+fn refused_by_goaway(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)
+                    || h2.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// One client of the webhook's Service, as kube-apiserver is: it keeps a
+/// connection, sends requests on it (back to back, or `think` apart), and
+/// dials the Service again (whichever replica `endpoints` names) when the
+/// server said `Connection: close`, sent GOAWAY, or closed the connection
+/// while it was idle. A request written and not answered is a lost admission.
+async fn service_client(
+    client: Arc<Client>,
+    endpoints: tokio::sync::watch::Receiver<SocketAddr>,
+    think: Duration,
+    running: Arc<std::sync::atomic::AtomicBool>,
+    tally: Arc<Tally>,
+) {
+    let body = Bytes::from(admission_fixture("create-deployment-pod"));
+    while running.load(Ordering::Relaxed) {
+        let addr = *endpoints.borrow();
+        let Ok(stream) = client.connect(addr).await else {
+            tally.failed.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        tally.redials.fetch_add(1, Ordering::Relaxed);
+        let request = || {
+            Request::post("/mutate?timeout=5s")
+                .header("host", "127.0.0.1")
+                .header("content-type", "application/json")
+                .body(Full::new(body.clone()))
+                .unwrap()
+        };
+        // Each answer says whether the connection may be used again.
+        type Sent = Result<
+            hyper::Response<Incoming>,
+            hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
+        >;
+        let answered = |sent: Sent| {
+            let tally = tally.clone();
+            async move {
+                let response = match sent {
+                    Ok(response) => response,
+                    Err(mut e) => {
+                        // Never written (the connection closed first), or a
+                        // stream refused unprocessed by GOAWAY (RFC 9113
+                        // section 8.7): clients send it again, on a new
+                        // connection. Anything else is a lost admission.
+                        if e.take_message().is_some() || refused_by_goaway(e.error()) {
+                            tally.retried.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            eprintln!("lost: {:?}", e.error());
+                            tally.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return false;
+                    }
+                };
+                let close = response
+                    .headers()
+                    .get("connection")
+                    .is_some_and(|v| v == "close");
+                let ok = response.status() == StatusCode::OK;
+                let body = response.into_body().collect().await.map(|b| b.to_bytes());
+                match body {
+                    Ok(body) if ok && json(&body)["response"]["allowed"] == true => {
+                        tally.answered.fetch_add(1, Ordering::Relaxed);
+                        !close
+                    }
+                    other => {
+                        eprintln!("failed: status {ok}, {other:?}");
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        false
+                    }
+                }
+            }
+        };
+        if client.http2 {
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+            else {
+                continue;
+            };
+            tokio::spawn(conn);
+            while running.load(Ordering::Relaxed) {
+                // After a GOAWAY no new stream may be opened: dial again.
+                if sender.ready().await.is_err() {
+                    break;
+                }
+                if !answered(sender.try_send_request(request()).await).await {
+                    break;
+                }
+                tokio::time::sleep(think).await;
+            }
+        } else {
+            let Ok((mut sender, conn)) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+            else {
+                continue;
+            };
+            tokio::spawn(conn);
+            while running.load(Ordering::Relaxed) {
+                // Closed by the server while idle, before we wrote: dial again.
+                if sender.ready().await.is_err() {
+                    break;
+                }
+                if !answered(sender.try_send_request(request()).await).await {
+                    break;
+                }
+                tokio::time::sleep(think).await;
+            }
+        }
+    }
+}
+
+/// A `serve` process, as a replica of the Deployment.
+struct Replica {
+    process: std::process::Child,
+    webhook: SocketAddr,
+}
+
+impl Replica {
+    /// Starts `serve` with the pair in `certs` and waits until it serves.
+    fn start(certs: &Path, delay: Duration, grace: Duration) -> Self {
+        use std::io::{BufRead as _, BufReader};
+        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_eci-profile"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--tls-cert")
+            .arg(certs.join("tls.crt"))
+            .arg("--tls-key")
+            .arg(certs.join("tls.key"))
+            .args(["--shutdown-delay", &format!("{}ms", delay.as_millis())])
+            .args(["--shutdown-grace", &format!("{}ms", grace.as_millis())])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(process.stderr.take().unwrap()).lines();
+        let serving = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|line| line.contains("\"serving\""))
+            .expect("the replica serves");
+        // Keep reading, so that logging never blocks the replica.
+        std::thread::spawn(move || lines.for_each(drop));
+        let webhook = json(serving.as_bytes())["fields"]["webhook"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        Self { process, webhook }
+    }
+
+    /// Sends SIGTERM, as kubelet does.
+    fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    async fn exited(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.process.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.process.kill();
+                panic!("still running {limit:?} after SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Rolling restarts under load, with `serve` processes: a new replica
+/// starts, the old one gets SIGTERM and leaves the endpoints a moment later
+/// (the endpoints controller lags kubelet), while clients keep sending on
+/// kept-alive connections. No request may be lost, and each old replica must
+/// exit 0 within its shutdown delay plus grace. `ROLLING_RESTARTS` sets how
+/// many (default 3).
+async fn rolling_restarts_lose_no_request(http2: bool) {
+    let restarts: usize = std::env::var("ROLLING_RESTARTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (delay, grace) = (Duration::from_millis(400), Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let pair = new_pair();
+    certs::write_to(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+        &pair,
+    )
+    .unwrap();
+    let client = Arc::new(Client::new(&[&pair.ca_pem], http2, None));
+    let mut current = Replica::start(dir.path(), delay, grace);
+    let (endpoints, following) = tokio::sync::watch::channel(current.webhook);
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> = [0, 0, 0, 3, 15]
+        .into_iter()
+        .map(|think_ms| {
+            tokio::spawn(service_client(
+                client.clone(),
+                following.clone(),
+                Duration::from_millis(think_ms),
+                running.clone(),
+                tally.clone(),
+            ))
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..restarts {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let next = Replica::start(dir.path(), delay, grace);
+        let terminated = Instant::now();
+        current.terminate();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = endpoints.send(next.webhook);
+        let status = current.exited(delay + grace + Duration::from_secs(5)).await;
+        assert!(status.success(), "{status:?}");
+        slowest = slowest.max(terminated.elapsed());
+        current = next;
+    }
+    running.store(false, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    current.terminate();
+    assert!(
+        current
+            .exited(delay + grace + Duration::from_secs(5))
+            .await
+            .success()
+    );
+    let (answered, failed) = (
+        tally.answered.load(Ordering::Relaxed),
+        tally.failed.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "{restarts} rolling restarts ({}): {answered} answered, {failed} lost, \
+         {} sent again (never written, or refused unprocessed by GOAWAY), {} connections; \
+         slowest exit {slowest:?} after SIGTERM",
+        if http2 { "HTTP/2" } else { "HTTP/1.1" },
+        tally.retried.load(Ordering::Relaxed),
+        tally.redials.load(Ordering::Relaxed)
+    );
+    assert_eq!(failed, 0, "requests lost across {restarts} restarts");
+    assert!(slowest < delay + grace, "exited {slowest:?} after SIGTERM");
+    assert!(answered > 10 * restarts, "too little traffic: {answered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_lose_no_http1_request() {
+    rolling_restarts_lose_no_request(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_lose_no_http2_request() {
+    rolling_restarts_lose_no_request(true).await;
+}
+
+/// Reads `stream` until the server closes it; how long that took.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let mut sink = vec![0u8; 16 * 1024];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {limit:?}");
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_time_out_like_http1() {
+    let h = start(Setup {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_millis(800),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = h.client(true);
+    // No preface after the handshake: closed at the header-read timeout.
+    let mut silent = client.connect(h.webhook).await.unwrap();
+    assert_eq!(silent.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+    closed_within(&mut silent, Duration::from_secs(3)).await;
+    // A connection that made a request, then stays idle (PINGs do not count):
+    // closed gracefully after the idle timeout.
+    let stream = client.connect(h.webhook).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(100))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::post("/mutate")
+        .header("host", "127.0.0.1")
+        .body(Full::new(Bytes::from(admission_fixture("create-bare-pod"))))
+        .unwrap();
+    assert_eq!(
+        sender.send_request(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("closed after the idle timeout")
+        .unwrap()
+        .unwrap();
+    assert!(idle_from.elapsed() >= Duration::from_millis(800));
+    let (_, metrics) = h.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"eci_profile_http_refusals_total{listener="webhook",status="none",reason="header-timeout"} 1"#
+        ),
+        "{metrics}"
+    );
+    h.shutdown().await;
+}
+
+/// An HTTP/2 frame header: length, type, flags, stream.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = len.to_be_bytes()[1..].to_vec();
+    frame.extend([kind, flags]);
+    frame.extend(stream.to_be_bytes());
+    frame.extend(payload);
+    frame
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_peers_that_stop_answering_pings_are_dropped() {
+    let h = start(Setup {
+        limits: Limits {
+            request_timeout: Duration::from_secs(60),
+            http2_ping: (Duration::from_millis(200), Duration::from_millis(300)),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let mut stream = h.client(true).connect(h.webhook).await.unwrap();
+    // Preface, SETTINGS, and a request whose body never comes (a stream in
+    // flight, so no idle timeout); then never a PING acknowledgement.
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[]));
+    // HPACK: :method POST (3), :scheme https (7), :path /mutate (literal, name 4),
+    // :authority x (literal, name 1).
+    let mut block = vec![0x83, 0x87, 0x04, 7];
+    block.extend(b"/mutate");
+    block.extend([0x01, 1, b'x']);
+    hello.extend(h2_frame(0x1, 0x4, 1, &block));
+    stream.write_all(&hello).await.unwrap();
+    stream.flush().await.unwrap();
+    let took = closed_within(&mut stream, Duration::from_secs(5)).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_are_bounded() {
+    let h = start(Setup::default()).await;
+    let stream = h.client(true).connect(h.webhook).await.unwrap();
+    let (client, conn) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    // The server's SETTINGS arrive with the first exchange.
+    let request = hyper::Request::get("https://127.0.0.1/healthz")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    response.await.unwrap();
+    assert_eq!(
+        client.current_max_send_streams(),
+        eci_profile::server::listener::HTTP2_MAX_STREAMS as usize
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_port_has_timeouts_and_a_bounded_drain() {
+    let h = start(Setup {
+        limits: Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // A half-sent request is cut off at the header-read timeout.
+    let mut half = TcpStream::connect(h.admin).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut half, Duration::from_secs(3)).await;
+    h.shutdown().await;
+
+    // With timeouts longer than the grace period, the drain still ends.
+    let h = start(Setup {
+        limits: Limits {
+            header_read_timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+        shutdown_delay: Duration::from_millis(100),
+        shutdown_grace: Duration::from_millis(500),
+        ..Setup::default()
+    })
+    .await;
+    let mut half = TcpStream::connect(h.admin).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // And a kept-alive scrape connection that is told to close while draining.
+    let stream = TcpStream::connect(h.admin).await.unwrap();
+    let (mut scrape, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let Harness {
+        stop, task, _dir, ..
+    } = h;
+    let _ = stop.unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let request = Request::get("/readyz")
+        .header("host", "admin")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = scrape.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["connection"], "close");
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the drain is bounded by the grace period")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    closed_within(&mut half, Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_body_gets_its_413_while_still_being_sent() {
+    let h = start(Setup {
+        limits: Limits {
+            max_body_bytes: 1024 * 1024,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // 16 MiB, more than the socket buffers hold: the client is still sending
+    // when the answer comes, as kube-apiserver's client would be.
+    let big = Bytes::from(vec![b' '; 16 << 20]);
+    for declared in [true, false] {
+        let stream = h.client(false).connect(h.webhook).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let response = if declared {
+            let request = Request::post("/mutate")
+                .header("host", "127.0.0.1")
+                .body(Full::new(big.clone()))
+                .unwrap();
+            sender.send_request(request).await
+        } else {
+            // Chunked: no Content-Length, refused once 1 MiB has been read.
+            let chunks = futures_util::stream::iter(
+                big.chunks(64 * 1024)
+                    .map(|c| {
+                        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::copy_from_slice(c)))
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let request = Request::post("/mutate")
+                .header("host", "127.0.0.1")
+                .body(http_body_util::StreamBody::new(chunks))
+                .unwrap();
+            let (mut chunked, conn) = hyper::client::conn::http1::handshake(TokioIo::new(
+                h.client(false).connect(h.webhook).await.unwrap(),
+            ))
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            chunked.send_request(request).await
+        };
+        let response = response.unwrap_or_else(|e| panic!("declared={declared}: {e:?}"));
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()["connection"], "close");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_failed_handshakes_are_counted() {
+    let h = start(Setup {
+        limits: Limits {
+            max_connections: 2,
+            ..Limits::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let client = h.client(false);
+    // Plain HTTP on the TLS port: a failed handshake.
+    let mut plain = TcpStream::connect(h.webhook).await.unwrap();
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut plain, Duration::from_secs(3)).await;
+    drop(plain);
+    // 404 and 405 on both ports.
+    let a = client
+        .post(h.webhook, "/nowhere", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let (status, _) = h.admin_get("/nowhere").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Over the connection bound: closed at once.
+    let first = client.connect(h.webhook).await.unwrap();
+    let second = client.connect(h.webhook).await.unwrap();
+    let mut third = TcpStream::connect(h.webhook).await.unwrap();
+    closed_within(&mut third, Duration::from_secs(3)).await;
+    drop((first, second));
+    let (_, metrics) = h.admin_get("/metrics").await;
+    for line in [
+        r#"eci_profile_tls_handshake_failures_total{reason="protocol"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="webhook",status="404",reason="not-found"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="admin",status="404",reason="not-found"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="webhook",status="none",reason="too-many-connections"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    h.shutdown().await;
 }

@@ -89,9 +89,12 @@ pub struct ServeArgs {
     /// Time a client has to send request headers, from their first byte
     #[arg(long, env = "ECI_PROFILE_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = duration)]
     header_read_timeout: Duration,
-    /// Time a kept-alive HTTP/1.1 connection may wait for its next request
+    /// Time a kept-alive connection may wait for its next request (HTTP/2: with no stream in flight)
     #[arg(long, env = "ECI_PROFILE_IDLE_TIMEOUT", default_value = "120s", value_parser = duration)]
     idle_timeout: Duration,
+    /// Open webhook connections beyond this are closed as soon as accepted
+    #[arg(long, env = "ECI_PROFILE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
     /// On SIGTERM: time still served while /readyz answers 503
     #[arg(long, env = "ECI_PROFILE_SHUTDOWN_DELAY", default_value = "2s", value_parser = duration)]
     shutdown_delay: Duration,
@@ -162,6 +165,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
         ..Limits::default()
     };
     let options = server::Options {

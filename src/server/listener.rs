@@ -51,10 +51,6 @@ pub enum Stage {
 
 /// HTTP/2: most streams a client may have open on one connection.
 pub const HTTP2_MAX_STREAMS: u32 = 32;
-/// HTTP/2: how often an idle or busy connection's peer is PINGed...
-pub const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
-/// ...and how long the PING's answer may take before the connection closes.
-pub const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control windows: what a client may send before we read it.
 const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
 const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
@@ -111,8 +107,8 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(HTTP2_MAX_STREAMS)
-        .keep_alive_interval(HTTP2_PING_INTERVAL)
-        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .keep_alive_interval(limits.http2_ping.0)
+        .keep_alive_timeout(limits.http2_ping.1)
         .initial_stream_window_size(HTTP2_STREAM_WINDOW)
         .initial_connection_window_size(HTTP2_CONNECTION_WINDOW);
     let shared = Arc::new(Shared {
@@ -319,9 +315,17 @@ async fn drive<C: Future<Output = hyper::Result<()>>>(
         }
     };
     let mut idle = pin!(idle);
+    // hyper drops an HTTP/2 connection asked to close before its handshake,
+    // with whatever request came with the preface: wait for the preface.
+    let drained = async {
+        reached(&mut stage, close_at).await;
+        if protocol == Protocol::Http2 {
+            phase.begun().await;
+        }
+    };
     tokio::select! {
         ended = connection.as_mut() => return ended,
-        () = reached(&mut stage, close_at) => {}
+        () = drained => {}
         () = idle.as_mut() => {}
     }
     close_gracefully(connection.as_mut());

@@ -48,6 +48,9 @@ pub struct Limits {
     pub handshake_timeout: Duration,
     /// Open webhook connections beyond this are closed as soon as accepted.
     pub max_connections: usize,
+    /// HTTP/2: how often the peer is PINGed, and how long its answer may
+    /// take before the connection is closed as dead.
+    pub http2_ping: (Duration, Duration),
 }
 
 impl Default for Limits {
@@ -59,6 +62,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(120),
             handshake_timeout: Duration::from_secs(5),
             max_connections: 512,
+            http2_ping: (Duration::from_secs(30), Duration::from_secs(10)),
         }
     }
 }

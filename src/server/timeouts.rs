@@ -98,6 +98,20 @@ impl Phase {
         });
     }
 
+    /// Resolves once the connection's first bytes (its request headers or
+    /// HTTP/2 preface) have been read or a request has begun.
+    pub async fn begun(&self) {
+        loop {
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.word() & STATE != HEADERS || self.word() >= GENERATION {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Resolves once the connection has had no request in flight for `idle`
     /// (the HTTP/2 idle timeout; HTTP/1.1's is [`Timed`]'s).
     pub async fn idle_for(&self, idle: Duration) {

@@ -54,36 +54,40 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
         t.min(state.limits.request_timeout)
     });
     let limit = state.limits.max_body_bytes;
+    let version = request.version();
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return refuse(
+        let refused = refuse(
             state,
             StatusCode::PAYLOAD_TOO_LARGE,
             "too-large",
             format!("request body over {limit} bytes"),
         );
+        return unread_body(refused, version);
     }
     let body = Limited::new(request.into_body(), limit);
     let bytes = match tokio::time::timeout(deadline, read(body)).await {
         Err(_) => {
-            return refuse(
+            let refused = refuse(
                 state,
                 StatusCode::REQUEST_TIMEOUT,
                 "timeout",
                 "request body not received in time".into(),
             );
+            return unread_body(refused, version);
         }
         Ok(Err(BodyError::TooLarge)) => {
-            return refuse(
+            let refused = refuse(
                 state,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too-large",
                 format!("request body over {limit} bytes"),
             );
+            return unread_body(refused, version);
         }
         Ok(Err(BodyError::Read(e))) => {
             return refuse(
@@ -200,6 +204,19 @@ fn refuse(state: &State, status: StatusCode, kind: &'static str, message: String
         format!("{message}\n"),
     )
         .into_response()
+}
+
+/// `response`, to a request whose body was not read to its end: an HTTP/1.1
+/// connection cannot be used again, so the client is told it closes (and the
+/// listener lingers so that it reads this answer rather than a reset).
+fn unread_body(mut response: Response, version: axum::http::Version) -> Response {
+    if version < axum::http::Version::HTTP_2 {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// kube-apiserver's own deadline for the call: `timeout` in the query string
