@@ -52,8 +52,8 @@ pub enum Stage {
 /// HTTP/2: most streams a client may have open on one connection.
 pub const HTTP2_MAX_STREAMS: u32 = 32;
 /// HTTP/2 flow-control windows: what a client may send before we read it.
-const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
-const HTTP2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+const HTTP2_STREAM_WINDOW: u32 = 128 * 1024;
+const HTTP2_CONNECTION_WINDOW: u32 = 512 * 1024;
 /// HTTP/1.1: the read buffer's bound, so also the largest request head
 /// (larger heads get 431).
 const HTTP1_MAX_BUFFER: usize = 64 * 1024;
