@@ -20,57 +20,167 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The tools directory, installing it once (several test processes may ask at once).
+/// The tools directory, installed once for every test process that asks.
 fn tools() -> PathBuf {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dir = base.join("manifest-tools-v1");
-    let ready = dir.join(".ready");
-    if ready.exists() {
-        return dir;
+    InstallOnce::new(&base, "manifest-tools-v1")
+        .get(pip_install)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `pip install TOOLS` into `target`; the error carries pip's own message.
+fn pip_install(target: &Path) -> Result<(), String> {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+        ])
+        .arg("--target")
+        .arg(target)
+        .args(TOOLS)
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .output()
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if out.status.success() {
+        return Ok(());
     }
-    let lock = base.join("manifest-tools-v1.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match std::fs::create_dir(&lock) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited 10 minutes for another test to install the tools"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-                if ready.exists() {
-                    return dir;
-                }
-            }
-            Err(e) => panic!("cannot lock {}: {e}", lock.display()),
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+    Err(format!(
+        "pip install {TOOLS:?} failed ({}):\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+/// A directory that several test processes need, installed by the first one
+/// that takes `NAME.lock` (an OS file lock: the kernel releases it when its
+/// holder exits, however it exits) and then marked `NAME/.ready`.
+///
+/// A failed install is recorded in `NAME.failed` with its error: the processes
+/// of the same test run (or those that were waiting for that attempt) report
+/// it at once instead of trying again; a later run tries again.
+struct InstallOnce {
+    dir: PathBuf,
+    lock: PathBuf,
+    failed: PathBuf,
+    run: String,
+    patience: Duration,
+}
+
+impl InstallOnce {
+    fn new(base: &Path, name: &str) -> Self {
+        let run = std::env::var("NEXTEST_RUN_ID")
+            .unwrap_or_else(|_| format!("process {}", std::process::id()));
+        Self {
+            dir: base.join(name),
+            lock: base.join(format!("{name}.lock")),
+            failed: base.join(format!("{name}.failed")),
+            run,
+            patience: Duration::from_secs(600),
         }
     }
-    if !ready.exists() {
-        let staging = base.join(format!("manifest-tools-v1.{}", std::process::id()));
+
+    /// The directory, installed by `install(staging)` if it is not ready.
+    fn get(&self, install: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
+        let ready = self.dir.join(".ready");
+        if ready.exists() {
+            return Ok(self.dir.clone());
+        }
+        let failure_before = std::fs::read_to_string(&self.failed).ok();
+        let lock = self.hold_lock()?;
+        if ready.exists() {
+            return Ok(self.dir.clone());
+        }
+        if let Ok(record) = std::fs::read_to_string(&self.failed) {
+            let (run, error) = record.split_once('\n').unwrap_or((&record, ""));
+            if run == self.run || failure_before.as_deref() != Some(record.as_str()) {
+                return Err(format!(
+                    "installing {} failed in this test run ({}): {error}",
+                    self.dir.display(),
+                    self.failed.display()
+                ));
+            }
+        }
+        let staging = self.dir.with_extension(format!("{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-warn-script-location",
-            ])
-            .arg("--target")
-            .arg(&staging)
-            .args(TOOLS)
-            .env("PIP_ROOT_USER_ACTION", "ignore")
-            .status()
-            .expect("python3 runs");
-        assert!(status.success(), "pip install {TOOLS:?} failed");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir).unwrap();
-        std::fs::write(&ready, "").unwrap();
+        let installed = install(&staging).and_then(|()| {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            std::fs::rename(&staging, &self.dir)
+                .and_then(|()| std::fs::write(&ready, ""))
+                .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
+        });
+        match &installed {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.failed);
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                std::fs::write(&self.failed, format!("{}\n{error}", self.run))
+                    .map_err(|e| format!("{error} (and cannot record it: {e})"))?;
+            }
+        }
+        drop(lock);
+        installed.map(|()| self.dir.clone())
     }
-    std::fs::remove_dir(&lock).unwrap();
-    dir
+
+    /// Takes the lock, waiting while another live process holds it; records this process as its owner.
+    fn hold_lock(&self) -> Result<std::fs::File, String> {
+        use std::io::{Seek as _, Write as _};
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.lock)
+        };
+        let mut file = match open() {
+            // A lock directory left by an older version of this helper.
+            Err(_) if self.lock.is_dir() => {
+                std::fs::remove_dir(&self.lock)
+                    .map_err(|e| format!("cannot remove {}: {e}", self.lock.display()))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| format!("cannot open {}: {e}", self.lock.display()))?;
+        let deadline = Instant::now() + self.patience;
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let owner = std::fs::read_to_string(&self.lock).unwrap_or_default();
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "{} is still held by {owner} after {:?}",
+                            self.lock.display(),
+                            self.patience
+                        ));
+                    }
+                    if !said {
+                        eprintln!("waiting for {owner} to install {}", self.dir.display());
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", self.lock.display()));
+                }
+            }
+        }
+        let owner = format!("process {} ({})", std::process::id(), self.run);
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(owner.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", self.lock.display()))?;
+        Ok(file)
+    }
 }
 
 fn run(command: &mut Command) -> String {
@@ -532,4 +642,136 @@ fn example_profiles_are_valid() {
         assert!(profile.rule_count() > 0, "{file}");
         assert!(diagnostics.errors().next().is_none(), "{file}");
     }
+}
+
+// ---------------------------------------------------------------------------
+// The tools lock.
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("manifests-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn install_once(base: &Path, run: &str, patience: Duration) -> InstallOnce {
+    InstallOnce {
+        run: run.to_string(),
+        patience,
+        ..InstallOnce::new(base, "tools")
+    }
+}
+
+fn writes_a_file(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tool"), "installed").unwrap();
+    Ok(())
+}
+
+/// A process holding the tools lock, killed when dropped.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn start(lock: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import fcntl, os, sys, time\n\
+                 f = open(sys.argv[1], 'a+')\n\
+                 fcntl.flock(f, fcntl.LOCK_EX)\n\
+                 f.truncate(0); f.write('process %d (holder)' % os.getpid()); f.flush()\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(120)\n",
+            )
+            .arg(lock)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Self(child)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_tools_lock_whose_holder_died_is_taken_over() {
+    let base = scratch("stale-lock");
+    // A lock directory left by the helper's older version.
+    std::fs::create_dir(base.join("tools.lock")).unwrap();
+    let tools = install_once(&base, "run", Duration::from_secs(5))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join("tool").exists() && tools.join(".ready").exists());
+
+    // A live holder keeps others out...
+    let base = scratch("dead-holder");
+    let holder = LockHolder::start(&base.join("tools.lock"));
+    let waited = install_once(&base, "run", Duration::from_secs(1)).get(writes_a_file);
+    let error = waited.unwrap_err();
+    assert!(error.contains("still held by process"), "{error}");
+    // ...and when it is killed (SIGKILL: no clean-up of its own), the next one takes over.
+    drop(holder);
+    let start = Instant::now();
+    let tools = install_once(&base, "run", Duration::from_secs(5))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join(".ready").exists());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let owner = std::fs::read_to_string(base.join("tools.lock")).unwrap();
+    assert_eq!(owner, format!("process {} (run)", std::process::id()));
+}
+
+#[test]
+fn a_failed_tools_install_is_reported_to_every_waiter_at_once() {
+    let base = scratch("failed-install");
+    let (started, installing) = std::sync::mpsc::channel();
+    let first = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            install_once(&base, "run-1", Duration::from_secs(600)).get(|_| {
+                started.send(()).unwrap();
+                std::thread::sleep(Duration::from_secs(1));
+                Err("no route to the package index".to_string())
+            })
+        })
+    };
+    installing.recv().unwrap();
+    // Waiting during that attempt (from another run, even): its error, without a second attempt.
+    let start = Instant::now();
+    let waiter = install_once(&base, "run-2", Duration::from_secs(600))
+        .get(|_| panic!("a second install while the first one's failure is fresh"));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let error = waiter.unwrap_err();
+    assert!(error.contains("no route to the package index"), "{error}");
+    assert_eq!(
+        first.join().unwrap().unwrap_err(),
+        "no route to the package index"
+    );
+    // Coming later in the same run: the same error, at once.
+    let error = install_once(&base, "run-1", Duration::from_secs(600))
+        .get(|_| panic!("retried in the run that failed"))
+        .unwrap_err();
+    assert!(error.contains("no route to the package index"), "{error}");
+    // A later run tries again, and a success clears the record.
+    let tools = install_once(&base, "run-3", Duration::from_secs(600))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join("tool").exists());
+    assert!(!base.join("tools.failed").exists());
 }
