@@ -775,3 +775,606 @@ fn a_failed_tools_install_is_reported_to_every_waiter_at_once() {
     assert!(tools.join("tool").exists());
     assert!(!base.join("tools.failed").exists());
 }
+
+// ---------------------------------------------------------------------------
+// Who reads which mounted file: the kubelet's rules, applied to the rendered Deployment.
+//
+// What the kubelet does (pkg/volume/secret, configmap, projected, emptydir,
+// util/atomic_writer.go, volume_linux.go):
+// - Secret and ConfigMap files are written by the kubelet (root): owner
+//   root:root, mode the item's `mode`, else `defaultMode` (API default 0644).
+// - A projected service-account token gets mode 0600 when the pod has an
+//   fsGroup or every container runs as the same runAsUser (the "fsUser"),
+//   and is then owned by that fsUser; otherwise `defaultMode`.
+// - With `fsGroup`, SetVolumeOwnership then gives every file and directory of
+//   those volumes (and of emptyDirs) the group fsGroup and adds 0440 to files
+//   of read-only volumes (Secret, ConfigMap, projected), 0660 to emptyDir
+//   files, setgid and 0110 to directories. For these volume types the kubelet
+//   passes no fsGroupChangePolicy: it is always applied.
+// - An emptyDir is created 0777 (a tmpfs root, `medium: Memory`, is 1777).
+// - The container runs as runAsUser, with runAsGroup as its group and
+//   fsGroup and supplementalGroups as supplementary groups.
+
+/// Owner and mode of a file or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Owned {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// The process's credentials.
+#[derive(Debug)]
+struct Credentials {
+    uid: u32,
+    gid: u32,
+    groups: std::collections::BTreeSet<u32>,
+}
+
+impl Credentials {
+    /// Whether `node` grants all of `want` (4 read, 2 write, 1 search) to this process.
+    fn may(&self, node: Owned, want: u32) -> bool {
+        assert_ne!(self.uid, 0, "the model is for non-root processes");
+        let bits = if node.uid == self.uid {
+            node.mode >> 6
+        } else if node.gid == self.gid || self.groups.contains(&node.gid) {
+            node.mode >> 3
+        } else {
+            node.mode
+        };
+        bits & want == want
+    }
+}
+
+/// What a container sees of one volume mount.
+#[derive(Debug)]
+struct Mount {
+    path: PathBuf,
+    read_only: bool,
+    /// The mount's root directory.
+    root: Owned,
+    /// Files the kubelet put there, by name.
+    files: BTreeMap<String, Owned>,
+}
+
+/// The keys of the Secrets and ConfigMaps the install mounts without `items`.
+fn volume_keys(kind: &str, name: &str) -> Vec<String> {
+    match (kind, name) {
+        // cert-manager's Secret for a Certificate.
+        ("secret", "eci-profile-tls") => vec!["tls.crt".into(), "tls.key".into(), "ca.crt".into()],
+        _ => panic!("the keys of {kind} {name} are unknown to this test"),
+    }
+}
+
+fn int(value: &Value) -> Option<u32> {
+    value.as_u64().map(|v| u32::try_from(v).unwrap())
+}
+
+/// The container's credentials, and what the kubelet mounts into it.
+fn kubelet_view(pod: &Value, container: &Value) -> (Credentials, Vec<Mount>) {
+    let pod_security = &pod["securityContext"];
+    let security = &container["securityContext"];
+    let pick = |field: &str| int(&security[field]).or_else(|| int(&pod_security[field]));
+    let uid = pick("runAsUser").expect("runAsUser is set: the image's user is not known here");
+    let gid = pick("runAsGroup").expect("runAsGroup is set");
+    let fs_group = int(&pod_security["fsGroup"]);
+    let mut groups: std::collections::BTreeSet<u32> = pod_security["supplementalGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(int)
+        .collect();
+    groups.extend(fs_group);
+    // The fsUser: the runAsUser every container shares, if they all share one.
+    let users: Vec<Option<u32>> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod[*k].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            int(&c["securityContext"]["runAsUser"]).or_else(|| int(&pod_security["runAsUser"]))
+        })
+        .collect();
+    let fs_user = match users.first() {
+        Some(Some(first)) if users.iter().all(|u| *u == Some(*first)) => Some(*first),
+        _ => None,
+    };
+
+    let mut volumes: Vec<Value> = pod["volumes"].as_array().cloned().unwrap_or_default();
+    let mut mounts: Vec<Value> = container["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The ServiceAccount admission plugin's volume.
+    if pod["automountServiceAccountToken"] != false {
+        volumes.push(json!({"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]}}));
+        mounts.push(json!({"name": "kube-api-access", "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
+    }
+
+    let with_fs_group = |mut owned: Owned, files_mask: u32, is_dir: bool| {
+        if let Some(group) = fs_group {
+            owned.gid = group;
+            owned.mode |= if is_dir {
+                0o2000 | 0o110 | files_mask
+            } else {
+                files_mask
+            };
+        }
+        owned
+    };
+    let mounted = mounts
+        .iter()
+        .map(|m| {
+            assert!(
+                m.get("subPath").is_none(),
+                "subPath mounts are not modelled"
+            );
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_else(|| panic!("no volume {}", m["name"]));
+            let mut files = BTreeMap::new();
+            let mut file = |path: &str, mode: u32, uid: u32, read_only_volume: bool| {
+                let mask = if read_only_volume { 0o440 } else { 0o660 };
+                let owned = with_fs_group(Owned { uid, gid: 0, mode }, mask, false);
+                files.insert(path.to_string(), owned);
+            };
+            let root = if let Some(source) = volume.get("secret").or(volume.get("configMap")) {
+                let kind = if volume.get("secret").is_some() {
+                    "secret"
+                } else {
+                    "configMap"
+                };
+                let name = source["secretName"]
+                    .as_str()
+                    .or(source["name"].as_str())
+                    .unwrap();
+                let default_mode = int(&source["defaultMode"]).unwrap_or(0o644);
+                match source["items"].as_array() {
+                    Some(items) => {
+                        for item in items {
+                            let mode = int(&item["mode"]).unwrap_or(default_mode);
+                            file(item["path"].as_str().unwrap(), mode, 0, true);
+                        }
+                    }
+                    None => {
+                        for key in volume_keys(kind, name) {
+                            file(&key, default_mode, 0, true);
+                        }
+                    }
+                }
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o1777,
+                }
+            } else if let Some(projected) = volume.get("projected") {
+                let default_mode = int(&projected["defaultMode"]).unwrap_or(0o644);
+                for source in projected["sources"].as_array().unwrap() {
+                    if let Some(token) = source.get("serviceAccountToken") {
+                        let (mode, uid) = if fs_user.is_some() || fs_group.is_some() {
+                            (0o600, fs_user.unwrap_or(0))
+                        } else {
+                            (default_mode, 0)
+                        };
+                        file(token["path"].as_str().unwrap(), mode, uid, true);
+                        continue;
+                    }
+                    let inner = source
+                        .get("configMap")
+                        .or(source.get("secret"))
+                        .or(source.get("downwardAPI"))
+                        .expect("a known projected source");
+                    for item in inner["items"]
+                        .as_array()
+                        .expect("projected sources list their items")
+                    {
+                        let mode = int(&item["mode"]).unwrap_or(default_mode);
+                        file(item["path"].as_str().unwrap(), mode, 0, true);
+                    }
+                }
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o1777,
+                }
+            } else if let Some(empty) = volume.get("emptyDir") {
+                let mode = if empty["medium"] == "Memory" {
+                    0o1777
+                } else {
+                    0o777
+                };
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode,
+                }
+            } else {
+                panic!("volume {volume} is not modelled");
+            };
+            Mount {
+                path: PathBuf::from(m["mountPath"].as_str().unwrap()),
+                read_only: m["readOnly"] == true,
+                root: with_fs_group(root, 0o660, true),
+                files,
+            }
+        })
+        .collect();
+    (Credentials { uid, gid, groups }, mounted)
+}
+
+/// How `serve` uses a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// Reads the file.
+    Read,
+    /// Creates or replaces the file (mode given), then reads it.
+    Write(u32),
+}
+
+/// The files `serve` opens with this container's arguments and environment
+/// (src/cli/serve.rs), and the flags of `serve --help` that take a path,
+/// which the model must know.
+fn files_opened(container: &Value, help: &str) -> Vec<(PathBuf, Use)> {
+    // Every flag that takes a path, by its environment variable.
+    let path_flags: Vec<&str> = help
+        .lines()
+        .filter(|l| l.contains("<FILE>") || l.contains("<PATH>"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        path_flags,
+        [
+            "--tls-cert",
+            "--tls-key",
+            "--client-ca",
+            "--profile-file",
+            "--kubeconfig",
+            "--namespaces-file"
+        ],
+        "a new flag takes a path: teach this test what serve does with it"
+    );
+    let mut settings: BTreeMap<String, String> = BTreeMap::new();
+    for env in container["env"].as_array().into_iter().flatten() {
+        if let Some(value) = env["value"].as_str() {
+            settings.insert(env["name"].as_str().unwrap().to_string(), value.to_string());
+        }
+    }
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["serve"], "flags given as arguments are not modelled");
+    let get = |name: &str| settings.get(name).map(PathBuf::from);
+    let mut opened = Vec::new();
+    let bootstrap = settings.contains_key("ECI_PROFILE_WEBHOOK_CONFIG");
+    let cert = get("ECI_PROFILE_TLS_CERT").expect("the manifests name the certificate");
+    let key = get("ECI_PROFILE_TLS_KEY").expect("the manifests name the key");
+    if bootstrap {
+        // certs::write_to: ca.crt and the certificate 0644, the key 0600.
+        opened.push((cert.with_file_name("ca.crt"), Use::Write(0o644)));
+        opened.push((cert, Use::Write(0o644)));
+        opened.push((key, Use::Write(0o600)));
+    } else {
+        opened.push((cert, Use::Read));
+        opened.push((key, Use::Read));
+    }
+    for name in [
+        "ECI_PROFILE_CLIENT_CA",
+        "ECI_PROFILE_PROFILE_FILE",
+        "ECI_PROFILE_KUBECONFIG",
+        "ECI_PROFILE_NAMESPACES_FILE",
+    ] {
+        opened.extend(get(name).map(|p| (p, Use::Read)));
+    }
+    // In a pod, without a kubeconfig: kube-rs's in-cluster configuration.
+    if get("ECI_PROFILE_KUBECONFIG").is_none() {
+        for file in ["token", "ca.crt", "namespace"] {
+            let dir = Path::new("/var/run/secrets/kubernetes.io/serviceaccount");
+            opened.push((dir.join(file), Use::Read));
+        }
+    }
+    opened
+}
+
+/// A file `serve` opens: its owner and mode when it is there, and why the
+/// process cannot use it, if it cannot.
+#[derive(Debug)]
+struct Access {
+    path: PathBuf,
+    owned: Option<Owned>,
+    denied: Option<String>,
+}
+
+/// How the process fares with each file it opens.
+fn file_access(
+    credentials: &Credentials,
+    mounts: &[Mount],
+    opened: &[(PathBuf, Use)],
+) -> Vec<Access> {
+    opened
+        .iter()
+        .map(|(path, usage)| {
+            let access = |owned: Option<Owned>, denied: Option<String>| Access {
+                path: path.clone(),
+                owned,
+                denied,
+            };
+            let found = mounts
+                .iter()
+                .filter(|m| path.starts_with(&m.path))
+                .max_by_key(|m| m.path.as_os_str().len());
+            let Some(mount) = found else {
+                return access(
+                    None,
+                    Some("not on any volume (read-only root filesystem)".into()),
+                );
+            };
+            let name = path.strip_prefix(&mount.path).unwrap().to_str().unwrap();
+            assert!(!name.contains('/'), "nested paths are not modelled: {name}");
+            if !credentials.may(mount.root, 0o1) {
+                let denied = format!("cannot enter {} ({:?})", mount.path.display(), mount.root);
+                return access(None, Some(denied));
+            }
+            let file = match usage {
+                Use::Read => match mount.files.get(name) {
+                    None => return access(None, Some("no such file in the volume".into())),
+                    Some(file) => *file,
+                },
+                Use::Write(_) if mount.read_only => {
+                    return access(None, Some("the mount is read-only".into()));
+                }
+                Use::Write(_) if !credentials.may(mount.root, 0o3) => {
+                    let denied = format!("Permission denied: cannot create in {:?}", mount.root);
+                    return access(None, Some(denied));
+                }
+                Use::Write(mode) => {
+                    // A new file: this process's, with the directory's group if it is setgid.
+                    let setgid = mount.root.mode & 0o2000 != 0;
+                    let gid = if setgid {
+                        mount.root.gid
+                    } else {
+                        credentials.gid
+                    };
+                    Owned {
+                        uid: credentials.uid,
+                        gid,
+                        mode: *mode,
+                    }
+                }
+            };
+            let denied =
+                (!credentials.may(file, 0o4)).then(|| format!("Permission denied: {file:?}"));
+            access(Some(file), denied)
+        })
+        .collect()
+}
+
+/// The kubelet's view of a rendered install: credentials and each file's access.
+fn install_file_access(objects: &[Value]) -> (Credentials, Vec<Access>) {
+    let help = run(Command::new(env!("CARGO_BIN_EXE_eci-profile")).args(["serve", "--help"]));
+    let pod = &find(objects, "Deployment", "eci-profile")["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    assert!(
+        pod.get("initContainers").is_none(),
+        "init containers are not modelled"
+    );
+    let (credentials, mounts) = kubelet_view(pod, &containers[0]);
+    let opened = files_opened(&containers[0], &help);
+    let access = file_access(&credentials, &mounts, &opened);
+    (credentials, access)
+}
+
+#[test]
+fn every_install_can_read_the_files_it_opens() {
+    // The base alone names no certificate (an overlay does); its pod security
+    // context is the one every install runs with.
+    let base = kustomize("base");
+    let pod_security =
+        &find(&base, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"];
+    for (variant, objects) in variants() {
+        assert_eq!(
+            &find(&objects, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"],
+            pod_security,
+            "{variant}"
+        );
+        let (credentials, access) = install_file_access(&objects);
+        assert_eq!(credentials.uid, 65532, "{variant}");
+        let denied: Vec<String> = access
+            .iter()
+            .filter_map(|a| {
+                a.denied
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", a.path.display()))
+            })
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "{variant}: uid {} (groups {:?}) cannot use: {denied:#?}",
+            credentials.uid,
+            credentials.groups
+        );
+        // The serving key is not readable by other users.
+        let key = access
+            .iter()
+            .find(|a| a.path.file_name().unwrap() == "tls.key");
+        let key = key.and_then(|a| a.owned).expect("a key");
+        assert_eq!(key.mode & 0o007, 0, "{variant}: tls.key {key:?}");
+    }
+}
+
+/// Whether this process runs as root (the owner of a file it creates).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().metadata().unwrap().uid() == 0
+}
+
+/// Runs `serve` as the install's user against a certificate and key with the
+/// owner and mode the kubelet gives them; its stderr if it exits, or `None`
+/// once /readyz answers 200 (then stops it).
+fn serve_as_installed(credentials: &Credentials, cert: Owned, key: Owned) -> Option<String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    // The container's process has no supplementary group besides its own
+    // group here, which is what Command::uid/gid give.
+    assert!(
+        credentials.groups.iter().all(|g| *g == credentials.gid),
+        "supplementary groups {:?} need setgroups",
+        credentials.groups
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The binary, where that user may run it from.
+    let binary = dir.path().join("eci-profile");
+    std::fs::copy(env!("CARGO_BIN_EXE_eci-profile"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The volume, as the kubelet lays it out.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pair = eci_profile::certs::generate(&["localhost".into()], &[]).unwrap();
+    for (name, pem, owned) in [
+        ("tls.crt", &pair.cert_pem, cert),
+        ("tls.key", &pair.key_pem, key),
+    ] {
+        let path = tls.join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::os::unix::fs::chown(&path, Some(owned.uid), Some(owned.gid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(owned.mode)).unwrap();
+    }
+    let mut child = Command::new(&binary)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(tls.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(tls.join("tls.key"))
+        .args(["--log-format", "json", "--shutdown-delay", "0s"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .uid(credentials.uid)
+        .gid(credentials.gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    let admin = loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            child.wait().unwrap();
+            return Some(seen);
+        }
+        seen.push_str(&line);
+        if line.contains("\"serving\"") {
+            let log: Value = serde_json::from_str(&line).unwrap();
+            break log["fields"]["admin"].as_str().unwrap().to_string();
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let mut answer = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&admin) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let _ =
+                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = stream.read_to_string(&mut answer);
+        }
+        if answer.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "/readyz: {ready:?}\n{seen}"
+    );
+    assert!(status.success(), "{status:?}");
+    None
+}
+
+#[test]
+fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
+    if !running_as_root() {
+        eprintln!("skipped: setting file owners and the process's uid needs root");
+        return;
+    }
+    for (variant, objects) in variants()
+        .into_iter()
+        .filter(|(v, _)| !v.contains("self-signed"))
+    {
+        let mut objects = objects;
+        let (credentials, access) = install_file_access(&objects);
+        let file = |name: &str, access: &[Access]| {
+            let found = access.iter().find(|a| a.path.file_name().unwrap() == name);
+            let found = found.unwrap_or_else(|| panic!("{variant}: {name} is not opened"));
+            (found.owned.expect("on a volume"), found.denied.clone())
+        };
+        let (cert, key) = (file("tls.crt", &access).0, file("tls.key", &access).0);
+        assert_eq!(
+            key,
+            Owned {
+                uid: 0,
+                gid: 65532,
+                mode: 0o440
+            },
+            "{variant}"
+        );
+        let failure = serve_as_installed(&credentials, cert, key);
+        assert!(failure.is_none(), "{variant}: {failure:?}");
+
+        // Without the pod's fsGroup, the kubelet leaves the files root:root.
+        let pod = &mut objects
+            .iter_mut()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()["spec"]["template"]["spec"];
+        pod["securityContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("fsGroup");
+        let (credentials, access) = install_file_access(&objects);
+        let (cert, key) = (file("tls.crt", &access), file("tls.key", &access));
+        assert_eq!(
+            key.0,
+            Owned {
+                uid: 0,
+                gid: 0,
+                mode: 0o440
+            },
+            "{variant}"
+        );
+        assert!(
+            key.1.is_some_and(|d| d.contains("Permission denied")),
+            "{variant}"
+        );
+        let (cert, key) = (cert.0, key.0);
+        let failure = serve_as_installed(&credentials, cert, key).expect("serve exits");
+        assert!(
+            failure.contains("Permission denied"),
+            "{variant}: {failure}"
+        );
+    }
+}
