@@ -200,6 +200,37 @@ fn kustomize(overlay: &str) -> Vec<Value> {
         .arg(root().join("manifests").join(overlay))))
 }
 
+/// The kustomize components a user may add to an overlay.
+const NETWORK_POLICY: &str = "components/network-policy";
+const MONITORING: &str = "components/monitoring";
+
+/// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
+fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
+    let dir = tempfile::Builder::new()
+        .prefix("kustomization-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    // kustomize takes relative paths only.
+    let here = dir.path().canonicalize().unwrap();
+    let from: Vec<_> = here.components().collect();
+    let to = root().join("manifests").canonicalize().unwrap();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut manifests = PathBuf::new();
+    from[common..].iter().for_each(|_| manifests.push(".."));
+    to[common..].iter().for_each(|c| manifests.push(c));
+    let path = |p: &str| json!(manifests.join(p).display().to_string());
+    let components: Vec<Value> = components.iter().map(|c| path(c)).collect();
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: {}\n",
+        path(overlay),
+        Value::Array(components)
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    let kubectl = tools().join("bin/kubectl");
+    documents(&run(Command::new(kubectl).arg("kustomize").arg(dir.path())))
+}
+
 fn helm(values: Value) -> Vec<Value> {
     let tools = tools();
     documents(&run(Command::new("python3")
@@ -503,14 +534,27 @@ fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
 
 #[test]
 fn chart_defaults_equal_the_kustomize_install() {
-    for (overlay, values) in [
-        ("overlays/cert-manager", json!({})),
+    let monitoring =
+        json!({"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    let self_signed = json!({"certificate": {"mode": "self-signed"}});
+    let self_signed_monitored = json!({"certificate": {"mode": "self-signed"},
+        "serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    for (overlay, components, values) in [
+        ("overlays/cert-manager", &[NETWORK_POLICY][..], json!({})),
+        ("overlays/self-signed", &[NETWORK_POLICY], self_signed),
+        (
+            "overlays/cert-manager",
+            &[NETWORK_POLICY, MONITORING],
+            monitoring,
+        ),
         (
             "overlays/self-signed",
-            json!({"certificate": {"mode": "self-signed"}}),
+            &[NETWORK_POLICY, MONITORING],
+            self_signed_monitored,
         ),
     ] {
-        let kustomized = normalized(kustomize(overlay));
+        let kustomized = normalized(kustomize_with(overlay, components));
+        let overlay = &format!("{overlay} + {components:?}");
         let charted = normalized(helm(values));
         assert_eq!(
             kustomized.keys().collect::<Vec<_>>(),
@@ -577,27 +621,7 @@ fn chart_values() {
             .iter()
             .map(|r| r["alert"].as_str().unwrap())
             .collect();
-    assert_eq!(
-        alerts,
-        [
-            "EciProfileWebhookErrors",
-            "EciProfileInvalidProfile",
-            "EciProfileCertificateExpiring"
-        ]
-    );
-    // The alerts use metrics the server exports.
-    let metrics = eci_profile::metrics::Metrics::default();
-    metrics.request("error", "bad-request");
-    metrics.profile_loaded(None);
-    metrics.certificate_loaded(true, Some(1));
-    let text = metrics.encode();
-    for metric in [
-        "eci_profile_admission_requests_total{",
-        "eci_profile_profile_reloads_total{",
-        "eci_profile_certificate_expiry_timestamp_seconds ",
-    ] {
-        assert!(text.contains(metric), "{metric} not exported");
-    }
+    assert_eq!(alerts, ALERTS);
     // A wrong mode is refused.
     let tools = tools();
     let out = Command::new("python3")
@@ -1375,6 +1399,387 @@ fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
         assert!(
             failure.contains("Permission denied"),
             "{variant}: {failure}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Network exposure.
+
+/// Installs with the NetworkPolicy: the chart's default, and the kustomize component.
+fn installs_with_network_policy() -> Vec<(&'static str, Vec<Value>)> {
+    vec![
+        ("helm defaults", helm(json!({}))),
+        (
+            "helm self-signed",
+            helm(json!({"certificate": {"mode": "self-signed"}})),
+        ),
+        (
+            "kustomize cert-manager + network-policy",
+            kustomize_with("overlays/cert-manager", &[NETWORK_POLICY]),
+        ),
+        (
+            "kustomize self-signed + network-policy",
+            kustomize_with("overlays/self-signed", &[NETWORK_POLICY]),
+        ),
+    ]
+}
+
+/// The container port a NetworkPolicy or Service port names (by name or number).
+fn container_port(container: &Value, port: &Value) -> u64 {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == *port || p["containerPort"] == *port)
+        .unwrap_or_else(|| panic!("port {port} is not a container port"))["containerPort"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn network_policy_admits_the_api_server_and_monitoring_only() {
+    for (variant, objects) in installs_with_network_policy() {
+        let policies: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        assert_eq!(policies.len(), 1, "{variant}");
+        let spec = &policies[0]["spec"];
+        let deployment = find(&objects, "Deployment", "eci-profile");
+        assert_eq!(
+            policies[0]["metadata"]["namespace"], deployment["metadata"]["namespace"],
+            "{variant}"
+        );
+        // It selects the webhook's pods.
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in spec["podSelector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[key], value, "{variant}: selects {key}");
+        }
+        assert!(spec["podSelector"].get("matchExpressions").is_none());
+        assert_eq!(
+            spec["policyTypes"],
+            json!(["Ingress", "Egress"]),
+            "{variant}"
+        );
+
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let port_of = |rule: &Value| {
+            let ports = rule["ports"].as_array().unwrap();
+            assert_eq!(ports.len(), 1, "{variant}: {rule}");
+            assert_eq!(ports[0]["protocol"], "TCP");
+            container_port(container, &ports[0]["port"])
+        };
+        let ingress = spec["ingress"].as_array().unwrap();
+        let by_port: BTreeMap<u64, &Value> = ingress.iter().map(|r| (port_of(r), r)).collect();
+        assert_eq!(by_port.len(), ingress.len(), "{variant}: one rule per port");
+        // Every port the container listens on has its rule, and no other port is open.
+        let listening: Vec<u64> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect();
+        assert_eq!(by_port.keys().copied().collect::<Vec<_>>(), {
+            let mut l = listening.clone();
+            l.sort();
+            l
+        });
+        // The Service sends to those ports.
+        for port in find(&objects, "Service", "eci-profile")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(by_port.contains_key(&container_port(container, &port["targetPort"])));
+        }
+        let webhook = by_port[&container_port(container, &json!("https"))];
+        let admin = by_port[&container_port(container, &json!("admin"))];
+        // The API server calls from outside the pod network: by default the webhook port is open.
+        assert!(webhook.get("from").is_none(), "{variant}: {webhook}");
+        assert_eq!(
+            admin["from"],
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+            "{variant}"
+        );
+        // Egress: the API server's ports only (no DNS: the client dials KUBERNETES_SERVICE_HOST).
+        assert_eq!(
+            spec["egress"],
+            json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]),
+            "{variant}"
+        );
+    }
+}
+
+#[test]
+fn network_policy_values() {
+    let konnectivity = json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "konnectivity-agent"}}});
+    let objects = helm(json!({"networkPolicy": {
+        "apiServer": {"cidrs": ["10.0.0.10/32", "10.0.0.11/32"], "peers": [konnectivity], "ports": [6443]},
+        "monitoring": {"namespaceSelector": {"matchLabels": {"team": "observability"}}},
+    }}));
+    let spec = &find(&objects, "NetworkPolicy", "eci-profile")["spec"];
+    let blocks =
+        json!([{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]);
+    let mut sources = blocks.as_array().unwrap().clone();
+    sources.push(konnectivity);
+    assert_eq!(
+        spec["ingress"][0]["ports"],
+        json!([{"port": "https", "protocol": "TCP"}])
+    );
+    assert_eq!(spec["ingress"][0]["from"], Value::Array(sources));
+    assert_eq!(
+        spec["ingress"][1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"team": "observability"}}}])
+    );
+    assert_eq!(
+        spec["egress"],
+        json!([{"ports": [{"port": 6443, "protocol": "TCP"}], "to": blocks}])
+    );
+    let objects = helm(json!({"networkPolicy": {"monitoring": {"namespace": "observability"}}}));
+    assert_eq!(
+        find(&objects, "NetworkPolicy", "eci-profile")["spec"]["ingress"][1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}])
+    );
+    let objects = helm(json!({"networkPolicy": {"enabled": false}}));
+    assert!(objects.iter().all(|o| o["kind"] != "NetworkPolicy"));
+}
+
+// ---------------------------------------------------------------------------
+// Alerts.
+
+/// The shipped alerts, in order.
+const ALERTS: [&str; 9] = [
+    "EciProfileWebhookFailingOpen",
+    "EciProfileWebhookRejecting",
+    "EciProfileReplicasUnavailable",
+    "EciProfileWebhookErrors",
+    "EciProfileSlowAdmission",
+    "EciProfileInvalidProfile",
+    "EciProfileHttpRefusals",
+    "EciProfileTlsHandshakeFailures",
+    "EciProfileCertificateExpiring",
+];
+
+/// Installs with the alerts: the chart's, and the kustomize component.
+fn installs_with_alerts() -> Vec<(&'static str, Vec<Value>)> {
+    let enabled = json!({"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    let mut self_signed = enabled.clone();
+    self_signed["certificate"] = json!({"mode": "self-signed"});
+    vec![
+        ("helm", helm(enabled)),
+        ("helm self-signed", helm(self_signed)),
+        (
+            "kustomize cert-manager + monitoring",
+            kustomize_with("overlays/cert-manager", &[MONITORING]),
+        ),
+        (
+            "kustomize self-signed + monitoring",
+            kustomize_with("overlays/self-signed", &[MONITORING]),
+        ),
+    ]
+}
+
+fn alert_rules(objects: &[Value]) -> Vec<Value> {
+    let groups = find(objects, "PrometheusRule", "eci-profile")["spec"]["groups"]
+        .as_array()
+        .unwrap();
+    assert_eq!(groups.len(), 1);
+    groups[0]["rules"].as_array().unwrap().clone()
+}
+
+fn alert<'a>(rules: &'a [Value], name: &str) -> &'a str {
+    rules
+        .iter()
+        .find(|r| r["alert"] == name)
+        .unwrap_or_else(|| panic!("no alert {name}"))["expr"]
+        .as_str()
+        .unwrap()
+}
+
+/// The value of `label="..."` in a PromQL expression (every occurrence).
+fn label_values(expr: &str, label: &str) -> Vec<String> {
+    let needle = format!("{label}=\"");
+    expr.match_indices(&needle)
+        .filter(|(i, _)| {
+            *i == 0
+                || !expr.as_bytes()[i - 1].is_ascii_alphanumeric() && expr.as_bytes()[i - 1] != b'_'
+        })
+        .map(|(i, _)| {
+            let rest = &expr[i + needle.len()..];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+/// The sample names the server exports (from the registry's `# TYPE` lines,
+/// every metric registered in src/metrics.rs given a value).
+fn exported_samples() -> Vec<String> {
+    let metrics = eci_profile::metrics::Metrics::default();
+    metrics.request("error", "bad-request");
+    metrics.refused("webhook", "413", "too-large");
+    metrics.handshake_failed("timeout");
+    metrics.profile_loaded(Some((1, 1)));
+    metrics.certificate_loaded(true, Some(1));
+    let text = metrics.encode();
+    let source = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
+    let mut registered: Vec<String> = source
+        .split("registry.register(")
+        .skip(1)
+        .map(|call| {
+            let start = call.find('"').unwrap() + 1;
+            let len = call[start..].find('"').unwrap();
+            format!("eci_profile_{}", &call[start..start + len])
+        })
+        .collect();
+    let mut typed: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    registered.sort();
+    typed.sort();
+    assert_eq!(
+        typed, registered,
+        "every registered metric is exported once given a value"
+    );
+    let mut samples = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let mut words = line.split_whitespace().skip(2);
+        let (name, kind) = (words.next().unwrap(), words.next().unwrap());
+        match kind {
+            "counter" => samples.push(format!("{name}_total")),
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    samples.push(format!("{name}{suffix}"));
+                }
+            }
+            _ => samples.push(name.to_string()),
+        }
+    }
+    samples
+}
+
+#[test]
+fn alerts_watch_the_webhook_from_the_api_server_and_from_inside() {
+    let exported = exported_samples();
+    assert!(
+        exported.contains(&"eci_profile_http_refusals_total".to_string()),
+        "{exported:?}"
+    );
+    for (variant, objects) in installs_with_alerts() {
+        let rules = alert_rules(&objects);
+        let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+        assert_eq!(names, ALERTS, "{variant}");
+        // Every eci_profile_ series an alert reads is one the server exports.
+        for rule in &rules {
+            let expr = rule["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("eci_profile_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(&name),
+                    "{variant}: {name} is not exported ({exported:?})"
+                );
+            }
+            let severity = &rule["labels"]["severity"];
+            assert!(
+                severity == "critical" || severity == "warning",
+                "{variant}: {rule}"
+            );
+        }
+        // The API server labels its webhook metrics with the webhook's name.
+        let webhook =
+            &find(&objects, "MutatingWebhookConfiguration", "eci-profile")["webhooks"][0]["name"];
+        for name in ["EciProfileWebhookFailingOpen", "EciProfileWebhookRejecting"] {
+            let expr = alert(&rules, name);
+            assert_eq!(
+                label_values(expr, "name"),
+                [webhook.as_str().unwrap()],
+                "{variant}: {expr}"
+            );
+            assert!(
+                expr.contains("increase(apiserver_admission_webhook_"),
+                "{expr}"
+            );
+        }
+        assert!(
+            alert(&rules, "EciProfileWebhookFailingOpen")
+                .contains("apiserver_admission_webhook_fail_open_count{")
+        );
+        assert!(
+            alert(&rules, "EciProfileWebhookRejecting")
+                .contains("apiserver_admission_webhook_rejection_count{")
+        );
+        let failing_open = rules
+            .iter()
+            .find(|r| r["alert"] == "EciProfileWebhookFailingOpen")
+            .unwrap();
+        assert_eq!(failing_open["labels"]["severity"], "critical");
+        // kube-state-metrics' series of this Deployment.
+        let deployment = find(&objects, "Deployment", "eci-profile");
+        let expr = alert(&rules, "EciProfileReplicasUnavailable");
+        assert_eq!(
+            label_values(expr, "namespace"),
+            [deployment["metadata"]["namespace"].as_str().unwrap(); 2],
+            "{variant}"
+        );
+        assert_eq!(
+            label_values(expr, "deployment"),
+            ["eci-profile"; 2],
+            "{variant}"
+        );
+        assert!(expr.starts_with("kube_deployment_status_replicas_available{"));
+        assert!(expr.contains(" < kube_deployment_spec_replicas{"));
+        // The refused profile stays visible while it is pending, not for a window.
+        assert_eq!(
+            alert(&rules, "EciProfileInvalidProfile"),
+            "max(eci_profile_profile_reload_failing) > 0"
+        );
+        assert!(alert(&rules, "EciProfileSlowAdmission").starts_with(
+            "histogram_quantile(0.99, sum by (le) (rate(eci_profile_admission_request_duration_seconds_bucket[5m])))"
+        ));
+    }
+}
+
+#[test]
+fn alert_thresholds_are_values() {
+    let objects = helm(
+        json!({"prometheusRule": {"enabled": true, "latencyP99Seconds": 0.25,
+        "refusalsPerSecond": 2, "tlsHandshakeFailuresPerSecond": 0.5, "certificateExpiryDays": 3}}),
+    );
+    let rules = alert_rules(&objects);
+    assert!(alert(&rules, "EciProfileSlowAdmission").ends_with(") > 0.25"));
+    assert!(alert(&rules, "EciProfileHttpRefusals").ends_with(") > 2"));
+    assert!(alert(&rules, "EciProfileTlsHandshakeFailures").ends_with(") > 0.5"));
+    assert!(alert(&rules, "EciProfileCertificateExpiring").ends_with(" < 259200"));
+}
+
+/// `promtool check rules` on the shipped rules, when promtool is installed
+/// (Debian's `prometheus` package has it).
+#[test]
+fn alert_rules_pass_promtool() {
+    if Command::new("promtool").arg("--version").output().is_err() {
+        eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (variant, objects) in installs_with_alerts() {
+        let spec = &find(&objects, "PrometheusRule", "eci-profile")["spec"];
+        let path = dir.path().join("rules.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let out = Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{variant}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }
