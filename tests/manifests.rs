@@ -738,6 +738,7 @@ fn a_tools_lock_whose_holder_died_is_taken_over() {
         .get(writes_a_file)
         .unwrap();
     assert!(tools.join("tool").exists() && tools.join(".ready").exists());
+    let _ = std::fs::remove_dir_all(&base);
 
     // A live holder keeps others out...
     let base = scratch("dead-holder");
@@ -755,6 +756,7 @@ fn a_tools_lock_whose_holder_died_is_taken_over() {
     assert!(start.elapsed() < Duration::from_secs(5));
     let owner = std::fs::read_to_string(base.join("tools.lock")).unwrap();
     assert_eq!(owner, format!("process {} (run)", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 #[test]
@@ -798,6 +800,7 @@ fn a_failed_tools_install_is_reported_to_every_waiter_at_once() {
         .unwrap();
     assert!(tools.join("tool").exists());
     assert!(!base.join("tools.failed").exists());
+    let _ = std::fs::remove_dir_all(&base);
 }
 
 // ---------------------------------------------------------------------------
@@ -1757,29 +1760,250 @@ fn alert_thresholds_are_values() {
     assert!(alert(&rules, "EciProfileCertificateExpiring").ends_with(" < 259200"));
 }
 
-/// `promtool check rules` on the shipped rules, when promtool is installed
-/// (Debian's `prometheus` package has it).
-#[test]
-fn alert_rules_pass_promtool() {
-    if Command::new("promtool").arg("--version").output().is_err() {
-        eprintln!("skipped: promtool is not installed (apt-get install prometheus)");
-        return;
+/// What the rules fire on, as `promtool test rules` cases: (input series,
+/// (time, alert, labels of each expected alert)).
+type AlertCase = (
+    Vec<(&'static str, &'static str)>,
+    Vec<(&'static str, &'static str, Vec<Value>)>,
+);
+
+fn alert_cases(webhook: &str) -> Vec<AlertCase> {
+    let ns = NAMESPACE;
+    let fail_open =
+        format!(r#"apiserver_admission_webhook_fail_open_count{{name="{webhook}",type="admit"}}"#);
+    let rejection = format!(
+        r#"apiserver_admission_webhook_rejection_count{{name="{webhook}",type="admit",operation="CREATE",error_type="calling_webhook_error",rejection_code="0"}}"#
+    );
+    let available = format!(
+        r#"kube_deployment_status_replicas_available{{namespace="{ns}",deployment="eci-profile",job="kube-state-metrics"}}"#
+    );
+    let desired = format!(
+        r#"kube_deployment_spec_replicas{{namespace="{ns}",deployment="eci-profile",job="kube-state-metrics"}}"#
+    );
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        // One pod admitted without the webhook is enough.
+        (
+            vec![(leak(fail_open), "0 0 0 1 1 1 1 1 1 1 1")],
+            vec![
+                (
+                    "5m",
+                    "EciProfileWebhookFailingOpen",
+                    vec![json!({"severity": "critical"})],
+                ),
+                ("10m", "EciProfileWebhookFailingOpen", vec![]),
+            ],
+        ),
+        // Another webhook's failures are not ours.
+        (
+            vec![(
+                r#"apiserver_admission_webhook_fail_open_count{name="other.example.io",type="admit"}"#,
+                "0 1 2 3 4 5",
+            )],
+            vec![("5m", "EciProfileWebhookFailingOpen", vec![])],
+        ),
+        (
+            vec![(leak(rejection), "0 0 2 4 6 8")],
+            vec![(
+                "5m",
+                "EciProfileWebhookRejecting",
+                vec![
+                    json!({"severity": "critical", "error_type": "calling_webhook_error", "rejection_code": "0"}),
+                ],
+            )],
+        ),
+        (
+            vec![(leak(available), "2 1x30"), (leak(desired), "2x30")],
+            vec![
+                ("5m", "EciProfileReplicasUnavailable", vec![]),
+                (
+                    "15m",
+                    "EciProfileReplicasUnavailable",
+                    vec![
+                        json!({"severity": "warning", "namespace": ns, "deployment": "eci-profile", "job": "kube-state-metrics"}),
+                    ],
+                ),
+            ],
+        ),
+        // A refused profile keeps the alert firing for as long as it is pending.
+        (
+            vec![(
+                r#"eci_profile_profile_reload_failing{pod="a"}"#,
+                "0 1x90 0x10",
+            )],
+            vec![
+                (
+                    "1m",
+                    "EciProfileInvalidProfile",
+                    vec![json!({"severity": "warning"})],
+                ),
+                (
+                    "90m",
+                    "EciProfileInvalidProfile",
+                    vec![json!({"severity": "warning"})],
+                ),
+                ("95m", "EciProfileInvalidProfile", vec![]),
+            ],
+        ),
+        // 99 requests in 100 take more than a second.
+        (
+            vec![
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="0.1"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="1"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="+Inf"}"#,
+                    "0+100x30",
+                ),
+            ],
+            vec![(
+                "15m",
+                "EciProfileSlowAdmission",
+                vec![json!({"severity": "warning"})],
+            )],
+        ),
+        (
+            vec![
+                (
+                    r#"eci_profile_http_refusals_total{listener="webhook",status="413",reason="too-large"}"#,
+                    "0+60x30",
+                ),
+                (
+                    r#"eci_profile_http_refusals_total{listener="admin",status="404",reason="not-found"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_tls_handshake_failures_total{reason="timeout"}"#,
+                    "0+60x30",
+                ),
+            ],
+            vec![
+                (
+                    "15m",
+                    "EciProfileHttpRefusals",
+                    vec![
+                        json!({"severity": "warning", "listener": "webhook", "status": "413", "reason": "too-large"}),
+                    ],
+                ),
+                (
+                    "15m",
+                    "EciProfileTlsHandshakeFailures",
+                    vec![json!({"severity": "warning", "reason": "timeout"})],
+                ),
+            ],
+        ),
+    ]
+}
+
+/// promtool: the one on PATH, else extracted once from Debian's `prometheus`
+/// package into the target directory; `None` where neither can be had.
+fn promtool() -> Option<PathBuf> {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return Some(PathBuf::from("promtool"));
     }
+    let apt = |args: &[&str], dir: &Path| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", args[0]))
+            .and_then(|out| match out.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )),
+            })
+    };
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        return None;
+    }
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = InstallOnce::new(&base, "promtool-v1")
+        .get(|staging| {
+            std::fs::create_dir_all(staging).unwrap();
+            let download = ["apt-get", "download", "-q", "prometheus"];
+            apt(&download, staging)
+                .or_else(|_| {
+                    apt(&["apt-get", "update", "-q"], staging)?;
+                    apt(&download, staging)
+                })
+                .and_then(|()| {
+                    apt(
+                        &["sh", "-c", "dpkg-deb -x prometheus_*.deb . && rm -f *.deb"],
+                        staging,
+                    )
+                })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    Some(dir.join("usr/bin/promtool"))
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped rules
+/// (Debian's `prometheus` package has promtool).
+#[test]
+fn alert_rules_pass_promtool_and_fire_when_they_should() {
+    let found = promtool();
+    eprintln!("promtool: {found:?}");
+    let Some(promtool) = found else {
+        eprintln!("skipped: no promtool, and no dpkg-deb to extract Debian's");
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     for (variant, objects) in installs_with_alerts() {
         let spec = &find(&objects, "PrometheusRule", "eci-profile")["spec"];
+        let rules = alert_rules(&objects);
         let path = dir.path().join("rules.json");
         std::fs::write(&path, spec.to_string()).unwrap();
-        let out = Command::new("promtool")
-            .args(["check", "rules"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{variant}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let webhook = find(&objects, "MutatingWebhookConfiguration", "eci-profile")["webhooks"][0]
+            ["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let tests: Vec<Value> = alert_cases(&webhook)
+            .into_iter()
+            .map(|(series, expected)| {
+                let input: Vec<Value> = series
+                    .iter()
+                    .map(|(series, values)| json!({"series": series, "values": values}))
+                    .collect();
+                let checks: Vec<Value> = expected
+                    .iter()
+                    .map(|(at, name, alerts)| {
+                        let annotations =
+                            &rules.iter().find(|r| r["alert"] == *name).unwrap()["annotations"];
+                        let alerts: Vec<Value> = alerts
+                            .iter()
+                            .map(|labels| json!({"exp_labels": labels, "exp_annotations": annotations}))
+                            .collect();
+                        json!({"eval_time": at, "alertname": name, "exp_alerts": alerts})
+                    })
+                    .collect();
+                json!({"interval": "1m", "input_series": input, "alert_rule_test": checks})
+            })
+            .collect();
+        let test = dir.path().join("test.json");
+        let file =
+            json!({"rule_files": ["rules.json"], "evaluation_interval": "1m", "tests": tests});
+        std::fs::write(&test, file.to_string()).unwrap();
+        for args in [["check", "rules"], ["test", "rules"]] {
+            let file = if args[0] == "check" { &path } else { &test };
+            let out = Command::new(&promtool)
+                .args(args)
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{variant}: promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }
