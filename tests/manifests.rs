@@ -1205,7 +1205,15 @@ fn every_install_can_read_the_files_it_opens() {
     let base = kustomize("base");
     let pod_security =
         &find(&base, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"];
-    for (variant, objects) in variants() {
+    let mut installs = variants();
+    for (variant, mode) in [
+        ("helm client-auth", "cert-manager"),
+        ("helm self-signed client-auth", "self-signed"),
+    ] {
+        let values = json!({"certificate": {"mode": mode}, "clientAuth": {"caSecret": "apiserver-client-ca"}});
+        installs.push((variant, helm(values)));
+    }
+    for (variant, objects) in installs {
         assert_eq!(
             &find(&objects, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"],
             pod_security,
@@ -1213,6 +1221,11 @@ fn every_install_can_read_the_files_it_opens() {
         );
         let (credentials, access) = install_file_access(&objects);
         assert_eq!(credentials.uid, 65532, "{variant}");
+        assert_eq!(
+            access.iter().any(|a| a.path.ends_with("client-ca/ca.crt")),
+            variant.contains("client"),
+            "{variant}"
+        );
         let denied: Vec<String> = access
             .iter()
             .filter_map(|a| {
