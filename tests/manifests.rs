@@ -203,6 +203,7 @@ fn kustomize(overlay: &str) -> Vec<Value> {
 /// The kustomize components a user may add to an overlay.
 const NETWORK_POLICY: &str = "components/network-policy";
 const MONITORING: &str = "components/monitoring";
+const CLIENT_AUTH: &str = "components/client-auth";
 
 /// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
 fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
@@ -551,6 +552,11 @@ fn chart_defaults_equal_the_kustomize_install() {
             "overlays/self-signed",
             &[NETWORK_POLICY, MONITORING],
             self_signed_monitored,
+        ),
+        (
+            "overlays/cert-manager",
+            &[NETWORK_POLICY, CLIENT_AUTH],
+            json!({"clientAuth": {"caSecret": "eci-profile-client-ca"}}),
         ),
     ] {
         let kustomized = normalized(kustomize_with(overlay, components));
@@ -1212,6 +1218,18 @@ fn every_install_can_read_the_files_it_opens() {
     ] {
         let values = json!({"certificate": {"mode": mode}, "clientAuth": {"caSecret": "apiserver-client-ca"}});
         installs.push((variant, helm(values)));
+    }
+    for (variant, overlay) in [
+        (
+            "kustomize cert-manager + client-auth",
+            "overlays/cert-manager",
+        ),
+        (
+            "kustomize self-signed + client-auth",
+            "overlays/self-signed",
+        ),
+    ] {
+        installs.push((variant, kustomize_with(overlay, &[CLIENT_AUTH])));
     }
     for (variant, objects) in installs {
         assert_eq!(
