@@ -1031,7 +1031,16 @@ fn kubelet_view(pod: &Value, container: &Value) -> (Credentials, Vec<Mount>) {
             Mount {
                 path: PathBuf::from(m["mountPath"].as_str().unwrap()),
                 read_only: m["readOnly"] == true,
-                root: with_fs_group(root, 0o660, true),
+                // Secret, ConfigMap and projected volumes are read-only to SetVolumeOwnership.
+                root: with_fs_group(
+                    root,
+                    if volume.get("emptyDir").is_some() {
+                        0o660
+                    } else {
+                        0o440
+                    },
+                    true,
+                ),
                 files,
             }
         })
