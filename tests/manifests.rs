@@ -1286,7 +1286,12 @@ fn running_as_root() -> bool {
 /// Runs `serve` as the install's user against a certificate and key with the
 /// owner and mode the kubelet gives them; its stderr if it exits, or `None`
 /// once /readyz answers 200 (then stops it).
-fn serve_as_installed(credentials: &Credentials, cert: Owned, key: Owned) -> Option<String> {
+fn serve_as_installed(
+    binary: &Path,
+    credentials: &Credentials,
+    cert: Owned,
+    key: Owned,
+) -> Option<String> {
     use std::io::{BufRead as _, Read as _, Write as _};
     use std::os::unix::fs::PermissionsExt as _;
     use std::os::unix::process::CommandExt as _;
@@ -1299,10 +1304,6 @@ fn serve_as_installed(credentials: &Credentials, cert: Owned, key: Owned) -> Opt
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // The binary, where that user may run it from.
-    let binary = dir.path().join("eci-profile");
-    std::fs::copy(env!("CARGO_BIN_EXE_eci-profile"), &binary).unwrap();
-    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     // The volume, as the kubelet lays it out.
     let tls = dir.path().join("tls");
     std::fs::create_dir(&tls).unwrap();
@@ -1317,7 +1318,7 @@ fn serve_as_installed(credentials: &Credentials, cert: Owned, key: Owned) -> Opt
         std::os::unix::fs::chown(&path, Some(owned.uid), Some(owned.gid)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(owned.mode)).unwrap();
     }
-    let mut child = Command::new(&binary)
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--listen",
@@ -1389,6 +1390,13 @@ fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
         eprintln!("skipped: setting file owners and the process's uid needs root");
         return;
     }
+    // The binary, where another user may run it from.
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = bin.path().join("eci-profile");
+    std::fs::copy(env!("CARGO_BIN_EXE_eci-profile"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
     for (variant, objects) in variants()
         .into_iter()
         .filter(|(v, _)| !v.contains("self-signed"))
@@ -1410,7 +1418,7 @@ fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
             },
             "{variant}"
         );
-        let failure = serve_as_installed(&credentials, cert, key);
+        let failure = serve_as_installed(&binary, &credentials, cert, key);
         assert!(failure.is_none(), "{variant}: {failure:?}");
 
         // Without the pod's fsGroup, the kubelet leaves the files root:root.
@@ -1438,7 +1446,7 @@ fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
             "{variant}"
         );
         let (cert, key) = (cert.0, key.0);
-        let failure = serve_as_installed(&credentials, cert, key).expect("serve exits");
+        let failure = serve_as_installed(&binary, &credentials, cert, key).expect("serve exits");
         assert!(
             failure.contains("Permission denied"),
             "{variant}: {failure}"
