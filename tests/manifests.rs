@@ -20,57 +20,167 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The tools directory, installing it once (several test processes may ask at once).
+/// The tools directory, installed once for every test process that asks.
 fn tools() -> PathBuf {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let dir = base.join("manifest-tools-v1");
-    let ready = dir.join(".ready");
-    if ready.exists() {
-        return dir;
+    InstallOnce::new(&base, "manifest-tools-v1")
+        .get(pip_install)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `pip install TOOLS` into `target`; the error carries pip's own message.
+fn pip_install(target: &Path) -> Result<(), String> {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-warn-script-location",
+        ])
+        .arg("--target")
+        .arg(target)
+        .args(TOOLS)
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .output()
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if out.status.success() {
+        return Ok(());
     }
-    let lock = base.join("manifest-tools-v1.lock");
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match std::fs::create_dir(&lock) {
-            Ok(()) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                assert!(
-                    Instant::now() < deadline,
-                    "waited 10 minutes for another test to install the tools"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-                if ready.exists() {
-                    return dir;
-                }
-            }
-            Err(e) => panic!("cannot lock {}: {e}", lock.display()),
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+    Err(format!(
+        "pip install {TOOLS:?} failed ({}):\n{}",
+        out.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ))
+}
+
+/// A directory that several test processes need, installed by the first one
+/// that takes `NAME.lock` (an OS file lock: the kernel releases it when its
+/// holder exits, however it exits) and then marked `NAME/.ready`.
+///
+/// A failed install is recorded in `NAME.failed` with its error: the processes
+/// of the same test run (or those that were waiting for that attempt) report
+/// it at once instead of trying again; a later run tries again.
+struct InstallOnce {
+    dir: PathBuf,
+    lock: PathBuf,
+    failed: PathBuf,
+    run: String,
+    patience: Duration,
+}
+
+impl InstallOnce {
+    fn new(base: &Path, name: &str) -> Self {
+        let run = std::env::var("NEXTEST_RUN_ID")
+            .unwrap_or_else(|_| format!("process {}", std::process::id()));
+        Self {
+            dir: base.join(name),
+            lock: base.join(format!("{name}.lock")),
+            failed: base.join(format!("{name}.failed")),
+            run,
+            patience: Duration::from_secs(600),
         }
     }
-    if !ready.exists() {
-        let staging = base.join(format!("manifest-tools-v1.{}", std::process::id()));
+
+    /// The directory, installed by `install(staging)` if it is not ready.
+    fn get(&self, install: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
+        let ready = self.dir.join(".ready");
+        if ready.exists() {
+            return Ok(self.dir.clone());
+        }
+        let failure_before = std::fs::read_to_string(&self.failed).ok();
+        let lock = self.hold_lock()?;
+        if ready.exists() {
+            return Ok(self.dir.clone());
+        }
+        if let Ok(record) = std::fs::read_to_string(&self.failed) {
+            let (run, error) = record.split_once('\n').unwrap_or((&record, ""));
+            if run == self.run || failure_before.as_deref() != Some(record.as_str()) {
+                return Err(format!(
+                    "installing {} failed in this test run ({}): {error}",
+                    self.dir.display(),
+                    self.failed.display()
+                ));
+            }
+        }
+        let staging = self.dir.with_extension(format!("{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-warn-script-location",
-            ])
-            .arg("--target")
-            .arg(&staging)
-            .args(TOOLS)
-            .env("PIP_ROOT_USER_ACTION", "ignore")
-            .status()
-            .expect("python3 runs");
-        assert!(status.success(), "pip install {TOOLS:?} failed");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::rename(&staging, &dir).unwrap();
-        std::fs::write(&ready, "").unwrap();
+        let installed = install(&staging).and_then(|()| {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            std::fs::rename(&staging, &self.dir)
+                .and_then(|()| std::fs::write(&ready, ""))
+                .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
+        });
+        match &installed {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&self.failed);
+            }
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                std::fs::write(&self.failed, format!("{}\n{error}", self.run))
+                    .map_err(|e| format!("{error} (and cannot record it: {e})"))?;
+            }
+        }
+        drop(lock);
+        installed.map(|()| self.dir.clone())
     }
-    std::fs::remove_dir(&lock).unwrap();
-    dir
+
+    /// Takes the lock, waiting while another live process holds it; records this process as its owner.
+    fn hold_lock(&self) -> Result<std::fs::File, String> {
+        use std::io::{Seek as _, Write as _};
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.lock)
+        };
+        let mut file = match open() {
+            // A lock directory left by an older version of this helper.
+            Err(_) if self.lock.is_dir() => {
+                std::fs::remove_dir(&self.lock)
+                    .map_err(|e| format!("cannot remove {}: {e}", self.lock.display()))?;
+                open()
+            }
+            other => other,
+        }
+        .map_err(|e| format!("cannot open {}: {e}", self.lock.display()))?;
+        let deadline = Instant::now() + self.patience;
+        let mut said = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let owner = std::fs::read_to_string(&self.lock).unwrap_or_default();
+                    if Instant::now() > deadline {
+                        return Err(format!(
+                            "{} is still held by {owner} after {:?}",
+                            self.lock.display(),
+                            self.patience
+                        ));
+                    }
+                    if !said {
+                        eprintln!("waiting for {owner} to install {}", self.dir.display());
+                        said = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(format!("cannot lock {}: {e}", self.lock.display()));
+                }
+            }
+        }
+        let owner = format!("process {} ({})", std::process::id(), self.run);
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(owner.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", self.lock.display()))?;
+        Ok(file)
+    }
 }
 
 fn run(command: &mut Command) -> String {
@@ -88,6 +198,38 @@ fn kustomize(overlay: &str) -> Vec<Value> {
     documents(&run(Command::new(kubectl)
         .arg("kustomize")
         .arg(root().join("manifests").join(overlay))))
+}
+
+/// The kustomize components a user may add to an overlay.
+const NETWORK_POLICY: &str = "components/network-policy";
+const MONITORING: &str = "components/monitoring";
+const CLIENT_AUTH: &str = "components/client-auth";
+
+/// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
+fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
+    let dir = tempfile::Builder::new()
+        .prefix("kustomization-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    // kustomize takes relative paths only.
+    let here = dir.path().canonicalize().unwrap();
+    let from: Vec<_> = here.components().collect();
+    let to = root().join("manifests").canonicalize().unwrap();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut manifests = PathBuf::new();
+    from[common..].iter().for_each(|_| manifests.push(".."));
+    to[common..].iter().for_each(|c| manifests.push(c));
+    let path = |p: &str| json!(manifests.join(p).display().to_string());
+    let components: Vec<Value> = components.iter().map(|c| path(c)).collect();
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: {}\n",
+        path(overlay),
+        Value::Array(components)
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    let kubectl = tools().join("bin/kubectl");
+    documents(&run(Command::new(kubectl).arg("kustomize").arg(dir.path())))
 }
 
 fn helm(values: Value) -> Vec<Value> {
@@ -393,14 +535,32 @@ fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
 
 #[test]
 fn chart_defaults_equal_the_kustomize_install() {
-    for (overlay, values) in [
-        ("overlays/cert-manager", json!({})),
+    let monitoring =
+        json!({"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    let self_signed = json!({"certificate": {"mode": "self-signed"}});
+    let self_signed_monitored = json!({"certificate": {"mode": "self-signed"},
+        "serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    for (overlay, components, values) in [
+        ("overlays/cert-manager", &[NETWORK_POLICY][..], json!({})),
+        ("overlays/self-signed", &[NETWORK_POLICY], self_signed),
+        (
+            "overlays/cert-manager",
+            &[NETWORK_POLICY, MONITORING],
+            monitoring,
+        ),
         (
             "overlays/self-signed",
-            json!({"certificate": {"mode": "self-signed"}}),
+            &[NETWORK_POLICY, MONITORING],
+            self_signed_monitored,
+        ),
+        (
+            "overlays/cert-manager",
+            &[NETWORK_POLICY, CLIENT_AUTH],
+            json!({"clientAuth": {"caSecret": "eci-profile-client-ca"}}),
         ),
     ] {
-        let kustomized = normalized(kustomize(overlay));
+        let kustomized = normalized(kustomize_with(overlay, components));
+        let overlay = &format!("{overlay} + {components:?}");
         let charted = normalized(helm(values));
         assert_eq!(
             kustomized.keys().collect::<Vec<_>>(),
@@ -467,27 +627,7 @@ fn chart_values() {
             .iter()
             .map(|r| r["alert"].as_str().unwrap())
             .collect();
-    assert_eq!(
-        alerts,
-        [
-            "EciProfileWebhookErrors",
-            "EciProfileInvalidProfile",
-            "EciProfileCertificateExpiring"
-        ]
-    );
-    // The alerts use metrics the server exports.
-    let metrics = eci_profile::metrics::Metrics::default();
-    metrics.request("error", "bad-request");
-    metrics.profile_loaded(None);
-    metrics.certificate_loaded(true, Some(1));
-    let text = metrics.encode();
-    for metric in [
-        "eci_profile_admission_requests_total{",
-        "eci_profile_profile_reloads_total{",
-        "eci_profile_certificate_expiry_timestamp_seconds ",
-    ] {
-        assert!(text.contains(metric), "{metric} not exported");
-    }
+    assert_eq!(alerts, ALERTS);
     // A wrong mode is refused.
     let tools = tools();
     let out = Command::new("python3")
@@ -531,5 +671,1393 @@ fn example_profiles_are_valid() {
             eci_profile::sources::file::load_profile(Path::new(&path)).unwrap();
         assert!(profile.rule_count() > 0, "{file}");
         assert!(diagnostics.errors().next().is_none(), "{file}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The tools lock.
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("manifests-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn install_once(base: &Path, run: &str, patience: Duration) -> InstallOnce {
+    InstallOnce {
+        run: run.to_string(),
+        patience,
+        ..InstallOnce::new(base, "tools")
+    }
+}
+
+fn writes_a_file(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tool"), "installed").unwrap();
+    Ok(())
+}
+
+/// A process holding the tools lock, killed when dropped.
+struct LockHolder(std::process::Child);
+
+impl LockHolder {
+    fn start(lock: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import fcntl, os, sys, time\n\
+                 f = open(sys.argv[1], 'a+')\n\
+                 fcntl.flock(f, fcntl.LOCK_EX)\n\
+                 f.truncate(0); f.write('process %d (holder)' % os.getpid()); f.flush()\n\
+                 print('locked', flush=True)\n\
+                 time.sleep(120)\n",
+            )
+            .arg(lock)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "locked");
+        Self(child)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_tools_lock_whose_holder_died_is_taken_over() {
+    let base = scratch("stale-lock");
+    // A lock directory left by the helper's older version.
+    std::fs::create_dir(base.join("tools.lock")).unwrap();
+    let tools = install_once(&base, "run", Duration::from_secs(5))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join("tool").exists() && tools.join(".ready").exists());
+    let _ = std::fs::remove_dir_all(&base);
+
+    // A live holder keeps others out...
+    let base = scratch("dead-holder");
+    let holder = LockHolder::start(&base.join("tools.lock"));
+    let waited = install_once(&base, "run", Duration::from_secs(1)).get(writes_a_file);
+    let error = waited.unwrap_err();
+    assert!(error.contains("still held by process"), "{error}");
+    // ...and when it is killed (SIGKILL: no clean-up of its own), the next one takes over.
+    drop(holder);
+    let start = Instant::now();
+    let tools = install_once(&base, "run", Duration::from_secs(5))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join(".ready").exists());
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let owner = std::fs::read_to_string(base.join("tools.lock")).unwrap();
+    assert_eq!(owner, format!("process {} (run)", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_failed_tools_install_is_reported_to_every_waiter_at_once() {
+    let base = scratch("failed-install");
+    let (started, installing) = std::sync::mpsc::channel();
+    let first = {
+        let base = base.clone();
+        std::thread::spawn(move || {
+            install_once(&base, "run-1", Duration::from_secs(600)).get(|_| {
+                started.send(()).unwrap();
+                std::thread::sleep(Duration::from_secs(1));
+                Err("no route to the package index".to_string())
+            })
+        })
+    };
+    installing.recv().unwrap();
+    // Waiting during that attempt (from another run, even): its error, without a second attempt.
+    let start = Instant::now();
+    let waiter = install_once(&base, "run-2", Duration::from_secs(600))
+        .get(|_| panic!("a second install while the first one's failure is fresh"));
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    let error = waiter.unwrap_err();
+    assert!(error.contains("no route to the package index"), "{error}");
+    assert_eq!(
+        first.join().unwrap().unwrap_err(),
+        "no route to the package index"
+    );
+    // Coming later in the same run: the same error, at once.
+    let error = install_once(&base, "run-1", Duration::from_secs(600))
+        .get(|_| panic!("retried in the run that failed"))
+        .unwrap_err();
+    assert!(error.contains("no route to the package index"), "{error}");
+    // A later run tries again, and a success clears the record.
+    let tools = install_once(&base, "run-3", Duration::from_secs(600))
+        .get(writes_a_file)
+        .unwrap();
+    assert!(tools.join("tool").exists());
+    assert!(!base.join("tools.failed").exists());
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+// ---------------------------------------------------------------------------
+// Who reads which mounted file: the kubelet's rules, applied to the rendered Deployment.
+//
+// What the kubelet does (pkg/volume/secret, configmap, projected, emptydir,
+// util/atomic_writer.go, volume_linux.go):
+// - Secret and ConfigMap files are written by the kubelet (root): owner
+//   root:root, mode the item's `mode`, else `defaultMode` (API default 0644).
+// - A projected service-account token gets mode 0600 when the pod has an
+//   fsGroup or every container runs as the same runAsUser (the "fsUser"),
+//   and is then owned by that fsUser; otherwise `defaultMode`.
+// - With `fsGroup`, SetVolumeOwnership then gives every file and directory of
+//   those volumes (and of emptyDirs) the group fsGroup and adds 0440 to files
+//   of read-only volumes (Secret, ConfigMap, projected), 0660 to emptyDir
+//   files, setgid and 0110 to directories. For these volume types the kubelet
+//   passes no fsGroupChangePolicy: it is always applied.
+// - An emptyDir is created 0777 (a tmpfs root, `medium: Memory`, is 1777).
+// - The container runs as runAsUser, with runAsGroup as its group and
+//   fsGroup and supplementalGroups as supplementary groups.
+
+/// Owner and mode of a file or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Owned {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// The process's credentials.
+#[derive(Debug)]
+struct Credentials {
+    uid: u32,
+    gid: u32,
+    groups: std::collections::BTreeSet<u32>,
+}
+
+impl Credentials {
+    /// Whether `node` grants all of `want` (4 read, 2 write, 1 search) to this process.
+    fn may(&self, node: Owned, want: u32) -> bool {
+        assert_ne!(self.uid, 0, "the model is for non-root processes");
+        let bits = if node.uid == self.uid {
+            node.mode >> 6
+        } else if node.gid == self.gid || self.groups.contains(&node.gid) {
+            node.mode >> 3
+        } else {
+            node.mode
+        };
+        bits & want == want
+    }
+}
+
+/// What a container sees of one volume mount.
+#[derive(Debug)]
+struct Mount {
+    path: PathBuf,
+    read_only: bool,
+    /// The mount's root directory.
+    root: Owned,
+    /// Files the kubelet put there, by name.
+    files: BTreeMap<String, Owned>,
+}
+
+/// The keys of the Secrets and ConfigMaps the install mounts without `items`.
+fn volume_keys(kind: &str, name: &str) -> Vec<String> {
+    match (kind, name) {
+        // cert-manager's Secret for a Certificate.
+        ("secret", "eci-profile-tls") => vec!["tls.crt".into(), "tls.key".into(), "ca.crt".into()],
+        _ => panic!("the keys of {kind} {name} are unknown to this test"),
+    }
+}
+
+fn int(value: &Value) -> Option<u32> {
+    value.as_u64().map(|v| u32::try_from(v).unwrap())
+}
+
+/// The container's credentials, and what the kubelet mounts into it.
+fn kubelet_view(pod: &Value, container: &Value) -> (Credentials, Vec<Mount>) {
+    let pod_security = &pod["securityContext"];
+    let security = &container["securityContext"];
+    let pick = |field: &str| int(&security[field]).or_else(|| int(&pod_security[field]));
+    let uid = pick("runAsUser").expect("runAsUser is set: the image's user is not known here");
+    let gid = pick("runAsGroup").expect("runAsGroup is set");
+    let fs_group = int(&pod_security["fsGroup"]);
+    let mut groups: std::collections::BTreeSet<u32> = pod_security["supplementalGroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(int)
+        .collect();
+    groups.extend(fs_group);
+    // The fsUser: the runAsUser every container shares, if they all share one.
+    let users: Vec<Option<u32>> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|k| pod[*k].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            int(&c["securityContext"]["runAsUser"]).or_else(|| int(&pod_security["runAsUser"]))
+        })
+        .collect();
+    let fs_user = match users.first() {
+        Some(Some(first)) if users.iter().all(|u| *u == Some(*first)) => Some(*first),
+        _ => None,
+    };
+
+    let mut volumes: Vec<Value> = pod["volumes"].as_array().cloned().unwrap_or_default();
+    let mut mounts: Vec<Value> = container["volumeMounts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // The ServiceAccount admission plugin's volume.
+    if pod["automountServiceAccountToken"] != false {
+        volumes.push(json!({"name": "kube-api-access", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]}}));
+        mounts.push(json!({"name": "kube-api-access", "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}));
+    }
+
+    let with_fs_group = |mut owned: Owned, files_mask: u32, is_dir: bool| {
+        if let Some(group) = fs_group {
+            owned.gid = group;
+            owned.mode |= if is_dir {
+                0o2000 | 0o110 | files_mask
+            } else {
+                files_mask
+            };
+        }
+        owned
+    };
+    let mounted = mounts
+        .iter()
+        .map(|m| {
+            assert!(
+                m.get("subPath").is_none(),
+                "subPath mounts are not modelled"
+            );
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == m["name"])
+                .unwrap_or_else(|| panic!("no volume {}", m["name"]));
+            let mut files = BTreeMap::new();
+            let mut file = |path: &str, mode: u32, uid: u32, read_only_volume: bool| {
+                let mask = if read_only_volume { 0o440 } else { 0o660 };
+                let owned = with_fs_group(Owned { uid, gid: 0, mode }, mask, false);
+                files.insert(path.to_string(), owned);
+            };
+            let root = if let Some(source) = volume.get("secret").or(volume.get("configMap")) {
+                let kind = if volume.get("secret").is_some() {
+                    "secret"
+                } else {
+                    "configMap"
+                };
+                let name = source["secretName"]
+                    .as_str()
+                    .or(source["name"].as_str())
+                    .unwrap();
+                let default_mode = int(&source["defaultMode"]).unwrap_or(0o644);
+                match source["items"].as_array() {
+                    Some(items) => {
+                        for item in items {
+                            let mode = int(&item["mode"]).unwrap_or(default_mode);
+                            file(item["path"].as_str().unwrap(), mode, 0, true);
+                        }
+                    }
+                    None => {
+                        for key in volume_keys(kind, name) {
+                            file(&key, default_mode, 0, true);
+                        }
+                    }
+                }
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o1777,
+                }
+            } else if let Some(projected) = volume.get("projected") {
+                let default_mode = int(&projected["defaultMode"]).unwrap_or(0o644);
+                for source in projected["sources"].as_array().unwrap() {
+                    if let Some(token) = source.get("serviceAccountToken") {
+                        let (mode, uid) = if fs_user.is_some() || fs_group.is_some() {
+                            (0o600, fs_user.unwrap_or(0))
+                        } else {
+                            (default_mode, 0)
+                        };
+                        file(token["path"].as_str().unwrap(), mode, uid, true);
+                        continue;
+                    }
+                    let inner = source
+                        .get("configMap")
+                        .or(source.get("secret"))
+                        .or(source.get("downwardAPI"))
+                        .expect("a known projected source");
+                    for item in inner["items"]
+                        .as_array()
+                        .expect("projected sources list their items")
+                    {
+                        let mode = int(&item["mode"]).unwrap_or(default_mode);
+                        file(item["path"].as_str().unwrap(), mode, 0, true);
+                    }
+                }
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o1777,
+                }
+            } else if let Some(empty) = volume.get("emptyDir") {
+                let mode = if empty["medium"] == "Memory" {
+                    0o1777
+                } else {
+                    0o777
+                };
+                Owned {
+                    uid: 0,
+                    gid: 0,
+                    mode,
+                }
+            } else {
+                panic!("volume {volume} is not modelled");
+            };
+            Mount {
+                path: PathBuf::from(m["mountPath"].as_str().unwrap()),
+                read_only: m["readOnly"] == true,
+                // Secret, ConfigMap and projected volumes are read-only to SetVolumeOwnership.
+                root: with_fs_group(
+                    root,
+                    if volume.get("emptyDir").is_some() {
+                        0o660
+                    } else {
+                        0o440
+                    },
+                    true,
+                ),
+                files,
+            }
+        })
+        .collect();
+    (Credentials { uid, gid, groups }, mounted)
+}
+
+/// How `serve` uses a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Use {
+    /// Reads the file.
+    Read,
+    /// Creates or replaces the file (mode given), then reads it.
+    Write(u32),
+}
+
+/// The files `serve` opens with this container's arguments and environment
+/// (src/cli/serve.rs), and the flags of `serve --help` that take a path,
+/// which the model must know.
+fn files_opened(container: &Value, help: &str) -> Vec<(PathBuf, Use)> {
+    // Every flag that takes a path, by its environment variable.
+    let path_flags: Vec<&str> = help
+        .lines()
+        .filter(|l| l.contains("<FILE>") || l.contains("<PATH>"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(
+        path_flags,
+        [
+            "--tls-cert",
+            "--tls-key",
+            "--client-ca",
+            "--profile-file",
+            "--kubeconfig",
+            "--namespaces-file"
+        ],
+        "a new flag takes a path: teach this test what serve does with it"
+    );
+    let mut settings: BTreeMap<String, String> = BTreeMap::new();
+    for env in container["env"].as_array().into_iter().flatten() {
+        if let Some(value) = env["value"].as_str() {
+            settings.insert(env["name"].as_str().unwrap().to_string(), value.to_string());
+        }
+    }
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["serve"], "flags given as arguments are not modelled");
+    let get = |name: &str| settings.get(name).map(PathBuf::from);
+    let mut opened = Vec::new();
+    let bootstrap = settings.contains_key("ECI_PROFILE_WEBHOOK_CONFIG");
+    let cert = get("ECI_PROFILE_TLS_CERT").expect("the manifests name the certificate");
+    let key = get("ECI_PROFILE_TLS_KEY").expect("the manifests name the key");
+    if bootstrap {
+        // certs::write_to: ca.crt and the certificate 0644, the key 0600.
+        opened.push((cert.with_file_name("ca.crt"), Use::Write(0o644)));
+        opened.push((cert, Use::Write(0o644)));
+        opened.push((key, Use::Write(0o600)));
+    } else {
+        opened.push((cert, Use::Read));
+        opened.push((key, Use::Read));
+    }
+    for name in [
+        "ECI_PROFILE_CLIENT_CA",
+        "ECI_PROFILE_PROFILE_FILE",
+        "ECI_PROFILE_KUBECONFIG",
+        "ECI_PROFILE_NAMESPACES_FILE",
+    ] {
+        opened.extend(get(name).map(|p| (p, Use::Read)));
+    }
+    // In a pod, without a kubeconfig: kube-rs's in-cluster configuration.
+    if get("ECI_PROFILE_KUBECONFIG").is_none() {
+        for file in ["token", "ca.crt", "namespace"] {
+            let dir = Path::new("/var/run/secrets/kubernetes.io/serviceaccount");
+            opened.push((dir.join(file), Use::Read));
+        }
+    }
+    opened
+}
+
+/// A file `serve` opens: its owner and mode when it is there, and why the
+/// process cannot use it, if it cannot.
+#[derive(Debug)]
+struct Access {
+    path: PathBuf,
+    owned: Option<Owned>,
+    denied: Option<String>,
+}
+
+/// How the process fares with each file it opens.
+fn file_access(
+    credentials: &Credentials,
+    mounts: &[Mount],
+    opened: &[(PathBuf, Use)],
+) -> Vec<Access> {
+    opened
+        .iter()
+        .map(|(path, usage)| {
+            let access = |owned: Option<Owned>, denied: Option<String>| Access {
+                path: path.clone(),
+                owned,
+                denied,
+            };
+            let found = mounts
+                .iter()
+                .filter(|m| path.starts_with(&m.path))
+                .max_by_key(|m| m.path.as_os_str().len());
+            let Some(mount) = found else {
+                return access(
+                    None,
+                    Some("not on any volume (read-only root filesystem)".into()),
+                );
+            };
+            let name = path.strip_prefix(&mount.path).unwrap().to_str().unwrap();
+            assert!(!name.contains('/'), "nested paths are not modelled: {name}");
+            if !credentials.may(mount.root, 0o1) {
+                let denied = format!("cannot enter {} ({:?})", mount.path.display(), mount.root);
+                return access(None, Some(denied));
+            }
+            let file = match usage {
+                Use::Read => match mount.files.get(name) {
+                    None => return access(None, Some("no such file in the volume".into())),
+                    Some(file) => *file,
+                },
+                Use::Write(_) if mount.read_only => {
+                    return access(None, Some("the mount is read-only".into()));
+                }
+                Use::Write(_) if !credentials.may(mount.root, 0o3) => {
+                    let denied = format!("Permission denied: cannot create in {:?}", mount.root);
+                    return access(None, Some(denied));
+                }
+                Use::Write(mode) => {
+                    // A new file: this process's, with the directory's group if it is setgid.
+                    let setgid = mount.root.mode & 0o2000 != 0;
+                    let gid = if setgid {
+                        mount.root.gid
+                    } else {
+                        credentials.gid
+                    };
+                    Owned {
+                        uid: credentials.uid,
+                        gid,
+                        mode: *mode,
+                    }
+                }
+            };
+            let denied =
+                (!credentials.may(file, 0o4)).then(|| format!("Permission denied: {file:?}"));
+            access(Some(file), denied)
+        })
+        .collect()
+}
+
+/// The kubelet's view of a rendered install: credentials and each file's access.
+fn install_file_access(objects: &[Value]) -> (Credentials, Vec<Access>) {
+    let help = run(Command::new(env!("CARGO_BIN_EXE_eci-profile")).args(["serve", "--help"]));
+    let pod = &find(objects, "Deployment", "eci-profile")["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 1);
+    assert!(
+        pod.get("initContainers").is_none(),
+        "init containers are not modelled"
+    );
+    let (credentials, mounts) = kubelet_view(pod, &containers[0]);
+    let opened = files_opened(&containers[0], &help);
+    let access = file_access(&credentials, &mounts, &opened);
+    (credentials, access)
+}
+
+#[test]
+fn every_install_can_read_the_files_it_opens() {
+    // The base alone names no certificate (an overlay does); its pod security
+    // context is the one every install runs with.
+    let base = kustomize("base");
+    let pod_security =
+        &find(&base, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"];
+    let mut installs = variants();
+    for (variant, mode) in [
+        ("helm client-auth", "cert-manager"),
+        ("helm self-signed client-auth", "self-signed"),
+    ] {
+        let values = json!({"certificate": {"mode": mode}, "clientAuth": {"caSecret": "apiserver-client-ca"}});
+        installs.push((variant, helm(values)));
+    }
+    for (variant, overlay) in [
+        (
+            "kustomize cert-manager + client-auth",
+            "overlays/cert-manager",
+        ),
+        (
+            "kustomize self-signed + client-auth",
+            "overlays/self-signed",
+        ),
+    ] {
+        installs.push((variant, kustomize_with(overlay, &[CLIENT_AUTH])));
+    }
+    for (variant, objects) in installs {
+        assert_eq!(
+            &find(&objects, "Deployment", "eci-profile")["spec"]["template"]["spec"]["securityContext"],
+            pod_security,
+            "{variant}"
+        );
+        let (credentials, access) = install_file_access(&objects);
+        assert_eq!(credentials.uid, 65532, "{variant}");
+        assert_eq!(
+            access.iter().any(|a| a.path.ends_with("client-ca/ca.crt")),
+            variant.contains("client"),
+            "{variant}"
+        );
+        let denied: Vec<String> = access
+            .iter()
+            .filter_map(|a| {
+                a.denied
+                    .as_ref()
+                    .map(|e| format!("{}: {e}", a.path.display()))
+            })
+            .collect();
+        assert!(
+            denied.is_empty(),
+            "{variant}: uid {} (groups {:?}) cannot use: {denied:#?}",
+            credentials.uid,
+            credentials.groups
+        );
+        // The serving key is not readable by other users.
+        let key = access
+            .iter()
+            .find(|a| a.path.file_name().unwrap() == "tls.key");
+        let key = key.and_then(|a| a.owned).expect("a key");
+        assert_eq!(key.mode & 0o007, 0, "{variant}: tls.key {key:?}");
+    }
+}
+
+/// Whether this process runs as root (the owner of a file it creates).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    probe.as_file().metadata().unwrap().uid() == 0
+}
+
+/// Runs `serve` as the install's user against a certificate and key with the
+/// owner and mode the kubelet gives them; its stderr if it exits, or `None`
+/// once /readyz answers 200 (then stops it).
+fn serve_as_installed(
+    binary: &Path,
+    credentials: &Credentials,
+    cert: Owned,
+    key: Owned,
+) -> Option<String> {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    // The container's process has no supplementary group besides its own
+    // group here, which is what Command::uid/gid give.
+    assert!(
+        credentials.groups.iter().all(|g| *g == credentials.gid),
+        "supplementary groups {:?} need setgroups",
+        credentials.groups
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The volume, as the kubelet lays it out.
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pair = eci_profile::certs::generate(&["localhost".into()], &[]).unwrap();
+    for (name, pem, owned) in [
+        ("tls.crt", &pair.cert_pem, cert),
+        ("tls.key", &pair.key_pem, key),
+    ] {
+        let path = tls.join(name);
+        std::fs::write(&path, pem).unwrap();
+        std::os::unix::fs::chown(&path, Some(owned.uid), Some(owned.gid)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(owned.mode)).unwrap();
+    }
+    let mut child = Command::new(binary)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--tls-cert")
+        .arg(tls.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(tls.join("tls.key"))
+        .args(["--log-format", "json", "--shutdown-delay", "0s"])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBECONFIG")
+        .env("HOME", dir.path())
+        .current_dir(dir.path())
+        .uid(credentials.uid)
+        .gid(credentials.gid)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    let admin = loop {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            child.wait().unwrap();
+            return Some(seen);
+        }
+        seen.push_str(&line);
+        if line.contains("\"serving\"") {
+            let log: Value = serde_json::from_str(&line).unwrap();
+            break log["fields"]["admin"].as_str().unwrap().to_string();
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let mut answer = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(&admin) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            let _ =
+                stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = stream.read_to_string(&mut answer);
+        }
+        if answer.starts_with("HTTP/1.1 200") || Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 200"),
+        "/readyz: {ready:?}\n{seen}"
+    );
+    assert!(status.success(), "{status:?}");
+    None
+}
+
+#[test]
+fn serve_starts_as_the_installs_user_with_the_kubelets_file_modes() {
+    if !running_as_root() {
+        eprintln!("skipped: setting file owners and the process's uid needs root");
+        return;
+    }
+    // The binary, where another user may run it from.
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(bin.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = bin.path().join("eci-profile");
+    std::fs::copy(env!("CARGO_BIN_EXE_eci-profile"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (variant, objects) in variants()
+        .into_iter()
+        .filter(|(v, _)| !v.contains("self-signed"))
+    {
+        let mut objects = objects;
+        let (credentials, access) = install_file_access(&objects);
+        let file = |name: &str, access: &[Access]| {
+            let found = access.iter().find(|a| a.path.file_name().unwrap() == name);
+            let found = found.unwrap_or_else(|| panic!("{variant}: {name} is not opened"));
+            (found.owned.expect("on a volume"), found.denied.clone())
+        };
+        let (cert, key) = (file("tls.crt", &access).0, file("tls.key", &access).0);
+        assert_eq!(
+            key,
+            Owned {
+                uid: 0,
+                gid: 65532,
+                mode: 0o440
+            },
+            "{variant}"
+        );
+        let failure = serve_as_installed(&binary, &credentials, cert, key);
+        assert!(failure.is_none(), "{variant}: {failure:?}");
+
+        // Without the pod's fsGroup, the kubelet leaves the files root:root.
+        let pod = &mut objects
+            .iter_mut()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()["spec"]["template"]["spec"];
+        pod["securityContext"]
+            .as_object_mut()
+            .unwrap()
+            .remove("fsGroup");
+        let (credentials, access) = install_file_access(&objects);
+        let (cert, key) = (file("tls.crt", &access), file("tls.key", &access));
+        assert_eq!(
+            key.0,
+            Owned {
+                uid: 0,
+                gid: 0,
+                mode: 0o440
+            },
+            "{variant}"
+        );
+        assert!(
+            key.1.is_some_and(|d| d.contains("Permission denied")),
+            "{variant}"
+        );
+        let (cert, key) = (cert.0, key.0);
+        let failure = serve_as_installed(&binary, &credentials, cert, key).expect("serve exits");
+        assert!(
+            failure.contains("Permission denied"),
+            "{variant}: {failure}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Network exposure.
+
+/// Installs with the NetworkPolicy: the chart's default, and the kustomize component.
+fn installs_with_network_policy() -> Vec<(&'static str, Vec<Value>)> {
+    vec![
+        ("helm defaults", helm(json!({}))),
+        (
+            "helm self-signed",
+            helm(json!({"certificate": {"mode": "self-signed"}})),
+        ),
+        (
+            "kustomize cert-manager + network-policy",
+            kustomize_with("overlays/cert-manager", &[NETWORK_POLICY]),
+        ),
+        (
+            "kustomize self-signed + network-policy",
+            kustomize_with("overlays/self-signed", &[NETWORK_POLICY]),
+        ),
+    ]
+}
+
+/// The container port a NetworkPolicy or Service port names (by name or number).
+fn container_port(container: &Value, port: &Value) -> u64 {
+    container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == *port || p["containerPort"] == *port)
+        .unwrap_or_else(|| panic!("port {port} is not a container port"))["containerPort"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn network_policy_admits_the_api_server_and_monitoring_only() {
+    for (variant, objects) in installs_with_network_policy() {
+        let policies: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy")
+            .collect();
+        assert_eq!(policies.len(), 1, "{variant}");
+        let spec = &policies[0]["spec"];
+        let deployment = find(&objects, "Deployment", "eci-profile");
+        assert_eq!(
+            policies[0]["metadata"]["namespace"], deployment["metadata"]["namespace"],
+            "{variant}"
+        );
+        // It selects the webhook's pods.
+        let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        for (key, value) in spec["podSelector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[key], value, "{variant}: selects {key}");
+        }
+        assert!(spec["podSelector"].get("matchExpressions").is_none());
+        assert_eq!(
+            spec["policyTypes"],
+            json!(["Ingress", "Egress"]),
+            "{variant}"
+        );
+
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        let port_of = |rule: &Value| {
+            let ports = rule["ports"].as_array().unwrap();
+            assert_eq!(ports.len(), 1, "{variant}: {rule}");
+            assert_eq!(ports[0]["protocol"], "TCP");
+            container_port(container, &ports[0]["port"])
+        };
+        let ingress = spec["ingress"].as_array().unwrap();
+        let by_port: BTreeMap<u64, &Value> = ingress.iter().map(|r| (port_of(r), r)).collect();
+        assert_eq!(by_port.len(), ingress.len(), "{variant}: one rule per port");
+        // Every port the container listens on has its rule, and no other port is open.
+        let listening: Vec<u64> = container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["containerPort"].as_u64().unwrap())
+            .collect();
+        assert_eq!(by_port.keys().copied().collect::<Vec<_>>(), {
+            let mut l = listening.clone();
+            l.sort();
+            l
+        });
+        // The Service sends to those ports.
+        for port in find(&objects, "Service", "eci-profile")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(by_port.contains_key(&container_port(container, &port["targetPort"])));
+        }
+        let webhook = by_port[&container_port(container, &json!("https"))];
+        let admin = by_port[&container_port(container, &json!("admin"))];
+        // The API server calls from outside the pod network: by default the webhook port is open.
+        assert!(webhook.get("from").is_none(), "{variant}: {webhook}");
+        assert_eq!(
+            admin["from"],
+            json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+            "{variant}"
+        );
+        // Egress: the API server's ports only (no DNS: the client dials KUBERNETES_SERVICE_HOST).
+        assert_eq!(
+            spec["egress"],
+            json!([{"ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}]}]),
+            "{variant}"
+        );
+    }
+}
+
+#[test]
+fn network_policy_values() {
+    let konnectivity = json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "konnectivity-agent"}}});
+    let objects = helm(json!({"networkPolicy": {
+        "apiServer": {"cidrs": ["10.0.0.10/32", "10.0.0.11/32"], "peers": [konnectivity], "ports": [6443]},
+        "monitoring": {"namespaceSelector": {"matchLabels": {"team": "observability"}}},
+    }}));
+    let spec = &find(&objects, "NetworkPolicy", "eci-profile")["spec"];
+    let blocks =
+        json!([{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]);
+    let mut sources = blocks.as_array().unwrap().clone();
+    sources.push(konnectivity);
+    assert_eq!(
+        spec["ingress"][0]["ports"],
+        json!([{"port": "https", "protocol": "TCP"}])
+    );
+    assert_eq!(spec["ingress"][0]["from"], Value::Array(sources));
+    assert_eq!(
+        spec["ingress"][1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"team": "observability"}}}])
+    );
+    assert_eq!(
+        spec["egress"],
+        json!([{"ports": [{"port": 6443, "protocol": "TCP"}], "to": blocks}])
+    );
+    let objects = helm(json!({"networkPolicy": {"monitoring": {"namespace": "observability"}}}));
+    assert_eq!(
+        find(&objects, "NetworkPolicy", "eci-profile")["spec"]["ingress"][1]["from"],
+        json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}])
+    );
+    let objects = helm(json!({"networkPolicy": {"enabled": false}}));
+    assert!(objects.iter().all(|o| o["kind"] != "NetworkPolicy"));
+}
+
+// ---------------------------------------------------------------------------
+// Alerts.
+
+/// The shipped alerts, in order.
+const ALERTS: [&str; 9] = [
+    "EciProfileWebhookFailingOpen",
+    "EciProfileWebhookRejecting",
+    "EciProfileReplicasUnavailable",
+    "EciProfileWebhookErrors",
+    "EciProfileSlowAdmission",
+    "EciProfileInvalidProfile",
+    "EciProfileHttpRefusals",
+    "EciProfileTlsHandshakeFailures",
+    "EciProfileCertificateExpiring",
+];
+
+/// Installs with the alerts: the chart's, and the kustomize component.
+fn installs_with_alerts() -> Vec<(&'static str, Vec<Value>)> {
+    let enabled = json!({"serviceMonitor": {"enabled": true}, "prometheusRule": {"enabled": true}});
+    let mut self_signed = enabled.clone();
+    self_signed["certificate"] = json!({"mode": "self-signed"});
+    vec![
+        ("helm", helm(enabled)),
+        ("helm self-signed", helm(self_signed)),
+        (
+            "kustomize cert-manager + monitoring",
+            kustomize_with("overlays/cert-manager", &[MONITORING]),
+        ),
+        (
+            "kustomize self-signed + monitoring",
+            kustomize_with("overlays/self-signed", &[MONITORING]),
+        ),
+    ]
+}
+
+fn alert_rules(objects: &[Value]) -> Vec<Value> {
+    let groups = find(objects, "PrometheusRule", "eci-profile")["spec"]["groups"]
+        .as_array()
+        .unwrap();
+    assert_eq!(groups.len(), 1);
+    groups[0]["rules"].as_array().unwrap().clone()
+}
+
+fn alert<'a>(rules: &'a [Value], name: &str) -> &'a str {
+    rules
+        .iter()
+        .find(|r| r["alert"] == name)
+        .unwrap_or_else(|| panic!("no alert {name}"))["expr"]
+        .as_str()
+        .unwrap()
+}
+
+/// The value of `label="..."` in a PromQL expression (every occurrence).
+fn label_values(expr: &str, label: &str) -> Vec<String> {
+    let needle = format!("{label}=\"");
+    expr.match_indices(&needle)
+        .filter(|(i, _)| {
+            *i == 0
+                || !expr.as_bytes()[i - 1].is_ascii_alphanumeric() && expr.as_bytes()[i - 1] != b'_'
+        })
+        .map(|(i, _)| {
+            let rest = &expr[i + needle.len()..];
+            rest[..rest.find('"').unwrap()].to_string()
+        })
+        .collect()
+}
+
+/// The sample names the server exports: every `registry.register(NAME, HELP,
+/// METRIC)` of src/metrics.rs, its kind read from METRIC's construction, and
+/// checked against the registry's own `# TYPE` lines for those it prints
+/// without a value.
+fn exported_samples() -> Vec<String> {
+    let source = std::fs::read_to_string(root().join("src/metrics.rs")).unwrap();
+    let text = eci_profile::metrics::Metrics::default().encode();
+    let mut samples = Vec::new();
+    for call in source.split("registry.register(").skip(1) {
+        let call = call[..call.find(");").unwrap()]
+            .trim_end()
+            .trim_end_matches(',');
+        let start = call.find('"').unwrap() + 1;
+        let name = format!(
+            "eci_profile_{}",
+            &call[start..start + call[start..].find('"').unwrap()]
+        );
+        let variable = call
+            .rsplit(',')
+            .next()
+            .unwrap()
+            .trim()
+            .trim_end_matches(".clone()");
+        let binding = format!("let {variable} = ");
+        let construction = source[source.find(&binding).unwrap()..]
+            .lines()
+            .next()
+            .unwrap();
+        let kind = ["Counter", "Histogram", "Gauge"]
+            .into_iter()
+            .find(|k| construction.contains(k))
+            .unwrap_or_else(|| panic!("the kind of {name}: {construction}"));
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.starts_with(&format!("# TYPE {name} ")))
+        {
+            assert!(
+                line.ends_with(&format!(" {}", kind.to_lowercase())),
+                "{line} vs {kind}"
+            );
+        }
+        match kind {
+            "Counter" => samples.push(format!("{name}_total")),
+            "Histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    samples.push(format!("{name}{suffix}"));
+                }
+            }
+            _ => samples.push(name),
+        }
+    }
+    samples
+}
+
+#[test]
+fn alerts_watch_the_webhook_from_the_api_server_and_from_inside() {
+    let exported = exported_samples();
+    assert!(
+        exported.contains(&"eci_profile_http_refusals_total".to_string()),
+        "{exported:?}"
+    );
+    for (variant, objects) in installs_with_alerts() {
+        let rules = alert_rules(&objects);
+        let names: Vec<&str> = rules.iter().map(|r| r["alert"].as_str().unwrap()).collect();
+        assert_eq!(names, ALERTS, "{variant}");
+        // Every eci_profile_ series an alert reads is one the server exports.
+        for rule in &rules {
+            let expr = rule["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("eci_profile_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    exported.contains(&name),
+                    "{variant}: {name} is not exported ({exported:?})"
+                );
+            }
+            let severity = &rule["labels"]["severity"];
+            assert!(
+                severity == "critical" || severity == "warning",
+                "{variant}: {rule}"
+            );
+        }
+        // The API server labels its webhook metrics with the webhook's name.
+        let webhook =
+            &find(&objects, "MutatingWebhookConfiguration", "eci-profile")["webhooks"][0]["name"];
+        for name in ["EciProfileWebhookFailingOpen", "EciProfileWebhookRejecting"] {
+            let expr = alert(&rules, name);
+            assert_eq!(
+                label_values(expr, "name"),
+                [webhook.as_str().unwrap()],
+                "{variant}: {expr}"
+            );
+            assert!(
+                expr.contains("increase(apiserver_admission_webhook_"),
+                "{expr}"
+            );
+        }
+        assert!(
+            alert(&rules, "EciProfileWebhookFailingOpen")
+                .contains("apiserver_admission_webhook_fail_open_count{")
+        );
+        assert!(
+            alert(&rules, "EciProfileWebhookRejecting")
+                .contains("apiserver_admission_webhook_rejection_count{")
+        );
+        let failing_open = rules
+            .iter()
+            .find(|r| r["alert"] == "EciProfileWebhookFailingOpen")
+            .unwrap();
+        assert_eq!(failing_open["labels"]["severity"], "critical");
+        // kube-state-metrics' series of this Deployment.
+        let deployment = find(&objects, "Deployment", "eci-profile");
+        let expr = alert(&rules, "EciProfileReplicasUnavailable");
+        assert_eq!(
+            label_values(expr, "namespace"),
+            [deployment["metadata"]["namespace"].as_str().unwrap(); 2],
+            "{variant}"
+        );
+        assert_eq!(
+            label_values(expr, "deployment"),
+            ["eci-profile"; 2],
+            "{variant}"
+        );
+        assert!(expr.starts_with("kube_deployment_status_replicas_available{"));
+        assert!(expr.contains(" < kube_deployment_spec_replicas{"));
+        // The refused profile stays visible while it is pending, not for a window.
+        assert_eq!(
+            alert(&rules, "EciProfileInvalidProfile"),
+            "max(eci_profile_profile_reload_failing) > 0"
+        );
+        assert!(alert(&rules, "EciProfileSlowAdmission").starts_with(
+            "histogram_quantile(0.99, sum by (le) (rate(eci_profile_admission_request_duration_seconds_bucket[5m])))"
+        ));
+    }
+}
+
+#[test]
+fn alert_thresholds_are_values() {
+    let objects = helm(
+        json!({"prometheusRule": {"enabled": true, "latencyP99Seconds": 0.25,
+        "refusalsPerSecond": 2, "tlsHandshakeFailuresPerSecond": 0.5, "certificateExpiryDays": 3}}),
+    );
+    let rules = alert_rules(&objects);
+    assert!(alert(&rules, "EciProfileSlowAdmission").ends_with(") > 0.25"));
+    assert!(alert(&rules, "EciProfileHttpRefusals").ends_with(") > 2"));
+    assert!(alert(&rules, "EciProfileTlsHandshakeFailures").ends_with(") > 0.5"));
+    assert!(alert(&rules, "EciProfileCertificateExpiring").ends_with(" < 259200"));
+}
+
+/// What the rules fire on, as `promtool test rules` cases: (input series,
+/// (time, alert, labels of each expected alert)).
+type AlertCase = (
+    Vec<(&'static str, &'static str)>,
+    Vec<(&'static str, &'static str, Vec<Value>)>,
+);
+
+fn alert_cases(webhook: &str) -> Vec<AlertCase> {
+    let ns = NAMESPACE;
+    let fail_open =
+        format!(r#"apiserver_admission_webhook_fail_open_count{{name="{webhook}",type="admit"}}"#);
+    let rejection = format!(
+        r#"apiserver_admission_webhook_rejection_count{{name="{webhook}",type="admit",operation="CREATE",error_type="calling_webhook_error",rejection_code="0"}}"#
+    );
+    let available = format!(
+        r#"kube_deployment_status_replicas_available{{namespace="{ns}",deployment="eci-profile",job="kube-state-metrics"}}"#
+    );
+    let desired = format!(
+        r#"kube_deployment_spec_replicas{{namespace="{ns}",deployment="eci-profile",job="kube-state-metrics"}}"#
+    );
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    vec![
+        // One pod admitted without the webhook is enough.
+        (
+            vec![(leak(fail_open), "0 0 0 1 1 1 1 1 1 1 1")],
+            vec![
+                (
+                    "5m",
+                    "EciProfileWebhookFailingOpen",
+                    vec![json!({"severity": "critical"})],
+                ),
+                ("10m", "EciProfileWebhookFailingOpen", vec![]),
+            ],
+        ),
+        // Another webhook's failures are not ours.
+        (
+            vec![(
+                r#"apiserver_admission_webhook_fail_open_count{name="other.example.io",type="admit"}"#,
+                "0 1 2 3 4 5",
+            )],
+            vec![("5m", "EciProfileWebhookFailingOpen", vec![])],
+        ),
+        (
+            vec![(leak(rejection), "0 0 2 4 6 8")],
+            vec![(
+                "5m",
+                "EciProfileWebhookRejecting",
+                vec![
+                    json!({"severity": "critical", "error_type": "calling_webhook_error", "rejection_code": "0"}),
+                ],
+            )],
+        ),
+        (
+            vec![(leak(available), "2 1x30"), (leak(desired), "2x30")],
+            vec![
+                ("5m", "EciProfileReplicasUnavailable", vec![]),
+                (
+                    "15m",
+                    "EciProfileReplicasUnavailable",
+                    vec![
+                        json!({"severity": "warning", "namespace": ns, "deployment": "eci-profile", "job": "kube-state-metrics"}),
+                    ],
+                ),
+            ],
+        ),
+        // A refused profile keeps the alert firing for as long as it is pending.
+        (
+            vec![(
+                r#"eci_profile_profile_reload_failing{pod="a"}"#,
+                "0 1x90 0x10",
+            )],
+            vec![
+                (
+                    "1m",
+                    "EciProfileInvalidProfile",
+                    vec![json!({"severity": "warning"})],
+                ),
+                (
+                    "90m",
+                    "EciProfileInvalidProfile",
+                    vec![json!({"severity": "warning"})],
+                ),
+                ("95m", "EciProfileInvalidProfile", vec![]),
+            ],
+        ),
+        // 99 requests in 100 take more than a second.
+        (
+            vec![
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="0.1"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="1"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_admission_request_duration_seconds_bucket{le="+Inf"}"#,
+                    "0+100x30",
+                ),
+            ],
+            vec![(
+                "15m",
+                "EciProfileSlowAdmission",
+                vec![json!({"severity": "warning"})],
+            )],
+        ),
+        (
+            vec![
+                (
+                    r#"eci_profile_http_refusals_total{listener="webhook",status="413",reason="too-large"}"#,
+                    "0+60x30",
+                ),
+                (
+                    r#"eci_profile_http_refusals_total{listener="admin",status="404",reason="not-found"}"#,
+                    "0+1x30",
+                ),
+                (
+                    r#"eci_profile_tls_handshake_failures_total{reason="timeout"}"#,
+                    "0+60x30",
+                ),
+            ],
+            vec![
+                (
+                    "15m",
+                    "EciProfileHttpRefusals",
+                    vec![
+                        json!({"severity": "warning", "listener": "webhook", "status": "413", "reason": "too-large"}),
+                    ],
+                ),
+                (
+                    "15m",
+                    "EciProfileTlsHandshakeFailures",
+                    vec![json!({"severity": "warning", "reason": "timeout"})],
+                ),
+            ],
+        ),
+    ]
+}
+
+/// promtool: the one on PATH, else extracted once from Debian's `prometheus`
+/// package into the target directory; `None` where neither can be had.
+fn promtool() -> Option<PathBuf> {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return Some(PathBuf::from("promtool"));
+    }
+    let apt = |args: &[&str], dir: &Path| {
+        Command::new(args[0])
+            .args(&args[1..])
+            .current_dir(dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", args[0]))
+            .and_then(|out| match out.status.success() {
+                true => Ok(()),
+                false => Err(format!(
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )),
+            })
+    };
+    if Command::new("dpkg-deb").arg("--version").output().is_err() {
+        return None;
+    }
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let dir = InstallOnce::new(&base, "promtool-v1")
+        .get(|staging| {
+            std::fs::create_dir_all(staging).unwrap();
+            let download = ["apt-get", "download", "-q", "prometheus"];
+            apt(&download, staging)
+                .or_else(|_| {
+                    apt(&["apt-get", "update", "-q"], staging)?;
+                    apt(&download, staging)
+                })
+                .and_then(|()| {
+                    apt(
+                        &["sh", "-c", "dpkg-deb -x prometheus_*.deb . && rm -f *.deb"],
+                        staging,
+                    )
+                })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    Some(dir.join("usr/bin/promtool"))
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped rules
+/// (Debian's `prometheus` package has promtool).
+#[test]
+fn alert_rules_pass_promtool_and_fire_when_they_should() {
+    let found = promtool();
+    eprintln!("promtool: {found:?}");
+    let Some(promtool) = found else {
+        eprintln!("skipped: no promtool, and no dpkg-deb to extract Debian's");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for (variant, objects) in installs_with_alerts() {
+        let spec = &find(&objects, "PrometheusRule", "eci-profile")["spec"];
+        let rules = alert_rules(&objects);
+        let path = dir.path().join("rules.json");
+        std::fs::write(&path, spec.to_string()).unwrap();
+        let webhook = find(&objects, "MutatingWebhookConfiguration", "eci-profile")["webhooks"][0]
+            ["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let tests: Vec<Value> = alert_cases(&webhook)
+            .into_iter()
+            .map(|(series, expected)| {
+                let input: Vec<Value> = series
+                    .iter()
+                    .map(|(series, values)| json!({"series": series, "values": values}))
+                    .collect();
+                let checks: Vec<Value> = expected
+                    .iter()
+                    .map(|(at, name, alerts)| {
+                        let annotations =
+                            &rules.iter().find(|r| r["alert"] == *name).unwrap()["annotations"];
+                        let alerts: Vec<Value> = alerts
+                            .iter()
+                            .map(|labels| json!({"exp_labels": labels, "exp_annotations": annotations}))
+                            .collect();
+                        json!({"eval_time": at, "alertname": name, "exp_alerts": alerts})
+                    })
+                    .collect();
+                json!({"interval": "1m", "input_series": input, "alert_rule_test": checks})
+            })
+            .collect();
+        let test = dir.path().join("test.json");
+        let file =
+            json!({"rule_files": ["rules.json"], "evaluation_interval": "1m", "tests": tests});
+        std::fs::write(&test, file.to_string()).unwrap();
+        for args in [["check", "rules"], ["test", "rules"]] {
+            let file = if args[0] == "check" { &path } else { &test };
+            let out = Command::new(&promtool)
+                .args(args)
+                .arg(file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{variant}: promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 }

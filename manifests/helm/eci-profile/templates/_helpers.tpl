@@ -11,3 +11,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- $ns := list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace -}}
 {{- concat $ns .Values.excludeNamespaces | uniq | toJson -}}
 {{- end }}
+
+{{/* The webhook's name in the MutatingWebhookConfiguration (the API server's metrics label it so). */}}
+{{- define "eci-profile.webhookName" -}}
+pods.eci-profile.io
+{{- end }}
