@@ -601,6 +601,78 @@ async fn invalid_update_keeps_the_last_good_profile_and_warns() {
     );
 }
 
+/// The value of a metric line (`name{labels}`), 0 when absent.
+fn metric(hook: &Webhook, line: &str) -> u64 {
+    hook.state
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+const FAILURES: &str = r#"eci_profile_profile_reloads_total{result="failure"}"#;
+const FAILING: &str = "eci_profile_profile_reload_failing";
+const INVALID: &str = r#"[{"name": "x", "policy": "sometimes", "objectSelector": {}}]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_failing_stays_set_while_the_configmap_is_invalid() {
+    let (fake, hook) = following_two_rules().await;
+    let digest = hook.state.profile.get().digest();
+    assert_eq!(metric(&hook, FAILING), 0);
+    let events = |n: usize| {
+        let fake = &fake;
+        async move {
+            assert!(
+                eventually(Duration::from_secs(5), || fake.events().len() == n).await,
+                "{:?}",
+                fake.events()
+            )
+        }
+    };
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(2).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 1));
+    // Edited again (say, a label) with the same invalid data: a Warning
+    // Event for the new version, but one failure for one content, and the
+    // gauge stays set.
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(3).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 1));
+    // Reverted to the profile in use: nothing is pending any more.
+    fake.configmap_event("MODIFIED", selectors(TWO_RULES));
+    events(4).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 0));
+    assert_eq!(hook.state.profile.get().digest(), digest);
+    // Invalid again, then deleted: no ConfigMap is a valid state.
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(5).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (2, 1));
+    fake.configmap_event("DELETED", selectors(INVALID));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 0).await);
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_failing_clears_when_an_invalid_configmap_is_deleted() {
+    // No ConfigMap at start: no selectors, the profile in use.
+    let fake = Fake::start(None, &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.until_ready().await;
+    fake.watches(CM, 1).await;
+    fake.configmap_event("ADDED", selectors(INVALID));
+    assert!(eventually(Duration::from_secs(5), || metric(&hook, FAILING) == 1).await);
+    fake.configmap_event("DELETED", selectors(INVALID));
+    assert!(
+        eventually(Duration::from_secs(5), || metric(&hook, FAILING) == 0).await,
+        "deleted: the source holds the profile in use (no selectors)"
+    );
+    assert_eq!(metric(&hook, FAILURES), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_configmap_means_no_selectors() {
     let (fake, hook) = following_two_rules().await;
