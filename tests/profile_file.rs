@@ -200,6 +200,11 @@ async fn a_removed_and_recreated_directory_is_followed_again() {
         Some("first"),
         "the last good one stays"
     );
+    assert_eq!(
+        (f.failures(), f.failing()),
+        (1, 1),
+        "a missing profile is reported once"
+    );
     let mut took = changed(&f, &["second"], |rule| {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(&path, manifest(rule)).unwrap();
@@ -218,6 +223,7 @@ async fn a_removed_and_recreated_directory_is_followed_again() {
     took.extend(changed(&f, &["third"], write).await);
     println!("seen after {took:?}");
     assert_eq!(f.failing(), 0);
+    assert!(f.failures() <= 3, "at most one report per removal");
 }
 
 /// A mounted ConfigMap directory (`--profile-file /etc/eci-profile`) whose

@@ -164,9 +164,15 @@ impl ProfileFile {
     pub fn reload(&mut self) {
         let path = self.path.as_path();
         let raw = read_raw(path);
+        // A read error counts as content too: the same error is reported once.
         let digest = match &raw {
             Ok(raw) => raw.digest(),
-            Err(diagnostics) => Raw::Manifest(diagnostics.to_string().into_bytes()).digest() ^ 1,
+            Err(diagnostics) => Raw::Directory(vec![(
+                String::new(),
+                String::new(),
+                diagnostics.to_string().into_bytes(),
+            )])
+            .digest(),
         };
         if self.tried == Some(digest) {
             return;
