@@ -1182,6 +1182,24 @@ async fn serve_in_cluster_mode_end_to_end() {
     assert!(eventually(Duration::from_secs(5), || !fake.events().is_empty()).await);
     assert_eq!(fake.events()[0]["reportingInstance"], "eci-profile-abc");
 
+    // Other replicas push its CA out of the bundle: it adds it again.
+    fake.watches(WEBHOOK_CONFIGS, 1).await;
+    let others: Vec<String> = (0..eci_profile::bootstrap::KEEP_CAS)
+        .map(|i| {
+            eci_profile::certs::generate(&[format!("other-{i}")], &[])
+                .unwrap()
+                .ca_pem
+        })
+        .collect();
+    push_out(&fake, &others, true);
+    assert!(
+        eventually(Duration::from_secs(5), || bundles(&fake)
+            .iter()
+            .all(|b| b.contains(ca.trim())))
+        .await,
+        "the CA is added again"
+    );
+
     // A pod in fx-plain (labelled eci=true in the cluster) is mutated, over TLS
     // verified against the bootstrap CA.
     let mut roots = rustls::RootCertStore::empty();
