@@ -199,6 +199,10 @@ pub async fn keep_ca(
                 last_added = Some(tokio::time::Instant::now());
                 metrics.ca_bundle_updated(true);
             }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                // Uninstalled, or not created yet: a watch event brings it back.
+                tracing::warn!(webhook_config = %name, "the webhook configuration does not exist");
+            }
             Err(e) => {
                 metrics.ca_bundle_updated(false);
                 tracing::error!(webhook_config = %name, error = %e, "cannot add this replica's CA to the caBundle; trying again in {RETRY:?}");

@@ -1011,6 +1011,27 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
     keeper.abort();
     assert_eq!(added("failure"), 0);
 
+    // Conflicting writes, again and again: given up after a few attempts,
+    // counted and logged; the next event tries again.
+    let keeper = tokio::spawn(bootstrap::keep_ca(
+        fake.client(),
+        "eci-profile".into(),
+        mine.clone(),
+        metrics.clone(),
+        Duration::from_secs(3600),
+    ));
+    fake.watches(WEBHOOK_CONFIGS, 3).await;
+    fake.world.lock().unwrap().conflicts = 5;
+    push_out(&fake, &others, true);
+    assert!(eventually(Duration::from_secs(5), || added("failure") == 1).await);
+    assert!(!trusted(&mine));
+    push_out(&fake, &others, true);
+    assert!(
+        eventually(Duration::from_secs(5), || trusted(&mine)).await,
+        "added on the next event"
+    );
+    keeper.abort();
+
     // The calls made are exactly what the self-signed RBAC grants: get,
     // list and watch by field selector on the name, and update, of that one
     // configuration.
