@@ -4,18 +4,41 @@
 //!
 //! The bundle is merged, not replaced, so that every running replica stays
 //! trusted (two replicas, or old and new during a rollout); it keeps the
-//! [`KEEP_CAS`] most recent CAs. Updates carry the resourceVersion read and
-//! are retried on conflict.
+//! [`KEEP_CAS`] most recently added CAs. Updates carry the resourceVersion
+//! read and are retried on conflict.
+//!
+//! Restarts of other replicas can push a running replica's CA out of the
+//! bundle, so each replica keeps its own CA there for as long as it runs
+//! ([`keep_ca`]): it watches that one configuration and adds its CA again
+//! whenever it is missing, and checks every [`RECHECK`] as well.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use kube::Api;
 use kube::api::PostParams;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event as WatchEvent};
 
-/// How many CAs a bundle keeps (newest last).
-pub const KEEP_CAS: usize = 4;
+use crate::metrics::Metrics;
+
+/// How many CAs a bundle keeps (the most recently added last). More than the
+/// replicas that run at once during a rollout (2 + 1 surge in the shipped
+/// manifests), so that replicas starting one after another push out only the
+/// CAs of replicas that are gone; a running replica whose CA was pushed out
+/// anyway adds it again within seconds ([`keep_ca`]). With more replicas
+/// running at once than this, they would push each other out in turn (at
+/// most once per [`READD_INTERVAL`] each).
+pub const KEEP_CAS: usize = 8;
+/// How often a replica checks its CA is in the bundle, watch or no watch.
+pub const RECHECK: Duration = Duration::from_secs(300);
+/// Least time between two additions of its CA by one replica.
+pub const READD_INTERVAL: Duration = Duration::from_secs(10);
+/// Wait before trying again after a failed check or update.
+const RETRY: Duration = Duration::from_secs(10);
 const ATTEMPTS: usize = 5;
 
 /// The service DNS names a serving certificate needs for `namespace/name`.
@@ -28,15 +51,34 @@ pub fn service_dns_names(namespace: &str, name: &str) -> Vec<String> {
     ]
 }
 
-/// `bundle` with `ca_pem` added last (once), keeping the newest [`KEEP_CAS`] certificates.
+/// `bundle` with `ca_pem` in it: unchanged when it already is, else with it
+/// added last, keeping the newest [`KEEP_CAS`] certificates. (A CA already
+/// there keeps its place, so that replicas never write to move themselves.)
 pub fn merge_bundle(bundle: &str, ca_pem: &str) -> String {
     let ca = ca_pem.trim();
-    let mut certificates: Vec<&str> = split_pem(bundle).into_iter().filter(|c| *c != ca).collect();
+    let mut certificates = split_pem(bundle);
+    if certificates.contains(&ca) {
+        return bundle.to_string();
+    }
     certificates.push(ca);
     let skip = certificates.len().saturating_sub(KEEP_CAS);
     let mut merged = certificates[skip..].join("\n");
     merged.push('\n');
     merged
+}
+
+/// Whether every webhook of `config` trusts `ca_pem`.
+pub fn trusts(config: &MutatingWebhookConfiguration, ca_pem: &str) -> bool {
+    let ca = ca_pem.trim();
+    config.webhooks.iter().flatten().all(|webhook| {
+        let bundle = webhook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default();
+        split_pem(&bundle).contains(&ca)
+    })
 }
 
 fn split_pem(bundle: &str) -> Vec<&str> {
@@ -56,7 +98,16 @@ fn split_pem(bundle: &str) -> Vec<&str> {
 
 /// Adds `ca_pem` to the caBundle of every webhook of the configuration `name`.
 pub async fn install_ca(client: kube::Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    ensure_ca(&Api::all(client), name, ca_pem).await.map(|_| ())
+}
+
+/// Reads the configuration `name` (get) and, when a webhook's caBundle lacks
+/// `ca_pem`, writes it back with it (update); whether it wrote.
+async fn ensure_ca(
+    api: &Api<MutatingWebhookConfiguration>,
+    name: &str,
+    ca_pem: &str,
+) -> Result<bool, kube::Error> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -76,7 +127,7 @@ pub async fn install_ca(client: kube::Client, name: &str, ca_pem: &str) -> Resul
             }
         }
         if !changed {
-            return Ok(());
+            return Ok(false);
         }
         match api.replace(name, &PostParams::default(), &config).await {
             Ok(_) => {
@@ -84,7 +135,7 @@ pub async fn install_ca(client: kube::Client, name: &str, ca_pem: &str) -> Resul
                     webhook_config = name,
                     "caBundle updated with this replica's CA"
                 );
-                return Ok(());
+                return Ok(true);
             }
             Err(kube::Error::Api(status)) if status.code == 409 && attempt < ATTEMPTS => {
                 tracing::debug!(
@@ -94,6 +145,69 @@ pub async fn install_ca(client: kube::Client, name: &str, ca_pem: &str) -> Resul
                 tokio::time::sleep(Duration::from_millis(100 * attempt as u64)).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Keeps `ca_pem` in the caBundle of the configuration `name` for ever: a
+/// watch of that one object (field selector `metadata.name`, retried with
+/// backoff) adds it again whenever an event shows it missing, and it is
+/// checked every `recheck` ([`RECHECK`]) as well. Each addition is counted
+/// in `ca_bundle_updates_total`, by result.
+pub async fn keep_ca(
+    client: kube::Client,
+    name: String,
+    ca_pem: String,
+    metrics: Arc<Metrics>,
+    recheck: Duration,
+) {
+    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher::watcher(api.clone(), config).default_backoff();
+    futures_util::pin_mut!(stream);
+    let mut check = tokio::time::interval(recheck);
+    check.reset();
+    let mut last_added: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            event = stream.next() => match event {
+                Some(Ok(WatchEvent::Apply(config) | WatchEvent::InitApply(config))) => {
+                    if trusts(&config, &ca_pem) {
+                        continue;
+                    }
+                    tracing::warn!(webhook_config = %name, "this replica's CA is missing from the caBundle; adding it again");
+                }
+                Some(Ok(WatchEvent::Delete(_))) => {
+                    tracing::warn!(webhook_config = %name, "the webhook configuration was deleted");
+                    continue;
+                }
+                Some(Ok(WatchEvent::Init | WatchEvent::InitDone)) => continue,
+                Some(Err(e)) => {
+                    tracing::warn!(webhook_config = %name, error = %e, "webhook configuration watch failed; retrying");
+                    continue;
+                }
+                None => return,
+            },
+            _ = check.tick() => {}
+        }
+        if let Some(at) = last_added {
+            tokio::time::sleep_until(at + READD_INTERVAL).await;
+        }
+        match ensure_ca(&api, &name, &ca_pem).await {
+            Ok(false) => {}
+            Ok(true) => {
+                last_added = Some(tokio::time::Instant::now());
+                metrics.ca_bundle_updated(true);
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                // Uninstalled, or not created yet: a watch event brings it back.
+                tracing::warn!(webhook_config = %name, "the webhook configuration does not exist");
+            }
+            Err(e) => {
+                metrics.ca_bundle_updated(false);
+                tracing::error!(webhook_config = %name, error = %e, "cannot add this replica's CA to the caBundle; trying again in {RETRY:?}");
+                check.reset_after(RETRY);
+            }
         }
     }
 }
@@ -112,13 +226,17 @@ mod tests {
         assert_eq!(one, format!("{}\n", cert(1)));
         assert_eq!(merge_bundle(&one, &cert(1)), one, "idempotent");
         let mut bundle = one;
-        for n in 2..=6 {
+        for n in 2..=KEEP_CAS + 2 {
             bundle = merge_bundle(&bundle, &cert(n));
         }
-        assert_eq!(split_pem(&bundle), [cert(3), cert(4), cert(5), cert(6)]);
-        // Re-adding an old CA moves it last.
-        let again = merge_bundle(&bundle, &cert(4));
-        assert_eq!(split_pem(&again), [cert(3), cert(5), cert(6), cert(4)]);
+        let newest: Vec<String> = (3..=KEEP_CAS + 2).map(cert).collect();
+        assert_eq!(split_pem(&bundle), newest);
+        // A CA already there keeps its place: nothing to write.
+        assert_eq!(merge_bundle(&bundle, &cert(4)), bundle);
+        // One pushed out comes back last, pushing out the oldest.
+        let again = merge_bundle(&bundle, &cert(1));
+        assert_eq!(split_pem(&again)[..KEEP_CAS - 1], newest[1..]);
+        assert_eq!(split_pem(&again)[KEEP_CAS - 1], cert(1));
     }
 
     #[test]

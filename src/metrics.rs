@@ -78,6 +78,7 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     pub http_refusals: Family<RefusalLabels, Counter>,
     pub tls_handshake_failures: Family<ReasonLabels, Counter>,
+    pub ca_bundle_updates: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -150,6 +151,12 @@ impl Default for Metrics {
             "TLS handshakes on the webhook port that failed, by reason",
             tls_handshake_failures.clone(),
         );
+        let ca_bundle_updates = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "ca_bundle_updates",
+            "Self-signed mode: this replica's CA added again to the webhook configuration's caBundle after it was found missing (success), or a check or update of it that failed (failure)",
+            ca_bundle_updates.clone(),
+        );
         Self {
             registry,
             requests,
@@ -163,6 +170,7 @@ impl Default for Metrics {
             certificate_expiry,
             http_refusals,
             tls_handshake_failures,
+            ca_bundle_updates,
         }
     }
 }
@@ -233,6 +241,14 @@ impl Metrics {
         if let Some(expiry) = expiry.filter(|_| ok) {
             self.certificate_expiry.set(expiry);
         }
+    }
+
+    /// Counts an addition of this replica's CA to the caBundle.
+    pub fn ca_bundle_updated(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.ca_bundle_updates
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// The metrics in OpenMetrics text format.

@@ -51,6 +51,7 @@ struct Fake {
     version: Arc<AtomicU64>,
     configmap_watch: broadcast::Sender<String>,
     namespace_watch: broadcast::Sender<String>,
+    webhook_config_watch: broadcast::Sender<String>,
 }
 
 #[derive(Clone)]
@@ -59,6 +60,7 @@ struct FakeState {
     version: Arc<AtomicU64>,
     configmap_watch: broadcast::Sender<String>,
     namespace_watch: broadcast::Sender<String>,
+    webhook_config_watch: broadcast::Sender<String>,
 }
 
 /// Ends a watch stream, as when the API server drops the connection.
@@ -184,6 +186,24 @@ async fn get_webhook_config(
     }
 }
 
+const WEBHOOK_CONFIGS: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations";
+
+async fn list_or_watch_webhook_configs(
+    Extract(state): Extract<FakeState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    record(&state, "GET", WEBHOOK_CONFIGS, &query);
+    if is_watch(&query) {
+        return watch_stream(state.webhook_config_watch.subscribe()).into_response();
+    }
+    let world = state.world.lock().unwrap();
+    let version = state.version.load(Ordering::SeqCst);
+    let items: Vec<Value> = world.webhook_config.iter().cloned().collect();
+    axum::Json(json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfigurationList",
+                      "metadata": {"resourceVersion": version.to_string()}, "items": items}))
+    .into_response()
+}
+
 async fn put_webhook_config(
     Extract(state): Extract<FakeState>,
     Path(name): Path<String>,
@@ -220,6 +240,9 @@ async fn put_webhook_config(
     let version = state.version.fetch_add(1, Ordering::SeqCst) + 1;
     config["metadata"]["resourceVersion"] = json!(version.to_string());
     world.webhook_config = Some(config.clone());
+    let _ = state
+        .webhook_config_watch
+        .send(json!({"type": "MODIFIED", "object": config}).to_string());
     axum::Json(config).into_response()
 }
 
@@ -269,11 +292,13 @@ impl Fake {
         let world = Arc::new(Mutex::new(world));
         let (configmap_watch, _) = broadcast::channel(64);
         let (namespace_watch, _) = broadcast::channel(64);
+        let (webhook_config_watch, _) = broadcast::channel(64);
         let state = FakeState {
             world: world.clone(),
             version: version.clone(),
             configmap_watch: configmap_watch.clone(),
             namespace_watch: namespace_watch.clone(),
+            webhook_config_watch: webhook_config_watch.clone(),
         };
         let app = Router::new()
             .route(
@@ -290,6 +315,7 @@ impl Fake {
                 "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
                 patch(patch_event),
             )
+            .route(WEBHOOK_CONFIGS, get(list_or_watch_webhook_configs))
             .route(
                 "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
                 get(get_webhook_config).put(put_webhook_config),
@@ -304,6 +330,7 @@ impl Fake {
             version,
             configmap_watch,
             namespace_watch,
+            webhook_config_watch,
         }
     }
 
@@ -601,6 +628,78 @@ async fn invalid_update_keeps_the_last_good_profile_and_warns() {
     );
 }
 
+/// The value of a metric line (`name{labels}`), 0 when absent.
+fn metric(hook: &Webhook, line: &str) -> u64 {
+    hook.state
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(line)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+const FAILURES: &str = r#"eci_profile_profile_reloads_total{result="failure"}"#;
+const FAILING: &str = "eci_profile_profile_reload_failing";
+const INVALID: &str = r#"[{"name": "x", "policy": "sometimes", "objectSelector": {}}]"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_failing_stays_set_while_the_configmap_is_invalid() {
+    let (fake, hook) = following_two_rules().await;
+    let digest = hook.state.profile.get().digest();
+    assert_eq!(metric(&hook, FAILING), 0);
+    let events = |n: usize| {
+        let fake = &fake;
+        async move {
+            assert!(
+                eventually(Duration::from_secs(5), || fake.events().len() == n).await,
+                "{:?}",
+                fake.events()
+            )
+        }
+    };
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(2).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 1));
+    // Edited again (say, a label) with the same invalid data: a Warning
+    // Event for the new version, but one failure for one content, and the
+    // gauge stays set.
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(3).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 1));
+    // Reverted to the profile in use: nothing is pending any more.
+    fake.configmap_event("MODIFIED", selectors(TWO_RULES));
+    events(4).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (1, 0));
+    assert_eq!(hook.state.profile.get().digest(), digest);
+    // Invalid again, then deleted: no ConfigMap is a valid state.
+    fake.configmap_event("MODIFIED", selectors(INVALID));
+    events(5).await;
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (2, 1));
+    fake.configmap_event("DELETED", selectors(INVALID));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_count() == 0).await);
+    assert_eq!((metric(&hook, FAILURES), metric(&hook, FAILING)), (2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_failing_clears_when_an_invalid_configmap_is_deleted() {
+    // No ConfigMap at start: no selectors, the profile in use.
+    let fake = Fake::start(None, &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.until_ready().await;
+    fake.watches(CM, 1).await;
+    fake.configmap_event("ADDED", selectors(INVALID));
+    assert!(eventually(Duration::from_secs(5), || metric(&hook, FAILING) == 1).await);
+    fake.configmap_event("DELETED", selectors(INVALID));
+    assert!(
+        eventually(Duration::from_secs(5), || metric(&hook, FAILING) == 0).await,
+        "deleted: the source holds the profile in use (no selectors)"
+    );
+    assert_eq!(metric(&hook, FAILURES), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_configmap_means_no_selectors() {
     let (fake, hook) = following_two_rules().await;
@@ -794,6 +893,202 @@ async fn bootstrap_adds_this_replicas_ca_to_the_webhook_configuration() {
     assert_eq!(fake.count("PUT /apis/admissionregistration.k8s.io"), 2);
 }
 
+/// A webhook configuration with two webhooks trusting `cas`.
+fn webhook_configuration(cas: &[String], version: &str) -> Value {
+    use base64::Engine as _;
+    let bundle = base64::engine::general_purpose::STANDARD.encode(cas.join("\n"));
+    let webhook = |name: &str| {
+        json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+               "clientConfig": {"service": {"namespace": "eci-profile-system", "name": "eci-profile", "path": "/mutate"},
+                                "caBundle": bundle}})
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "eci-profile", "resourceVersion": version},
+        "webhooks": [webhook("pods.eci-profile.io"), webhook("more.eci-profile.io")]
+    })
+}
+
+/// The caBundle of each webhook of the fake's configuration, as text.
+fn bundles(fake: &Fake) -> Vec<String> {
+    use base64::Engine as _;
+    let config = fake.world.lock().unwrap().webhook_config.clone().unwrap();
+    config["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            let b64 = w["clientConfig"]["caBundle"].as_str().unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        })
+        .collect()
+}
+
+/// Other replicas restart: their CAs replace the whole bundle (`announce`:
+/// with a watch event, as the API server sends).
+fn push_out(fake: &Fake, others: &[String], announce: bool) {
+    let version = fake.version.fetch_add(1, Ordering::SeqCst) + 1;
+    let config = webhook_configuration(others, &version.to_string());
+    fake.world.lock().unwrap().webhook_config = Some(config.clone());
+    if announce {
+        let _ = fake
+            .webhook_config_watch
+            .send(json!({"type": "MODIFIED", "object": config}).to_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
+    use eci_profile::bootstrap::{self, KEEP_CAS};
+    let fake = Fake::start(None, &[]).await;
+    fake.world.lock().unwrap().webhook_config = Some(webhook_configuration(&[], "5"));
+    let generate = |name: String| eci_profile::certs::generate(&[name], &[]).unwrap().ca_pem;
+    let mine = generate("mine".into());
+    bootstrap::install_ca(fake.client(), "eci-profile", &mine)
+        .await
+        .unwrap();
+    let puts = || fake.count(&format!("PUT {WEBHOOK_CONFIGS}/"));
+    assert_eq!(puts(), 1);
+    let metrics = Arc::new(eci_profile::metrics::Metrics::default());
+    let added = |result: &str| {
+        let line = format!("eci_profile_ca_bundle_updates_total{{result=\"{result}\"}} ");
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(&line)?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let trusted = |ca: &str| bundles(&fake).iter().all(|b| b.contains(ca.trim()));
+
+    // On a watch event that shows it missing (the periodic check is far off).
+    let keeper = tokio::spawn(bootstrap::keep_ca(
+        fake.client(),
+        "eci-profile".into(),
+        mine.clone(),
+        metrics.clone(),
+        Duration::from_secs(3600),
+    ));
+    fake.watches(WEBHOOK_CONFIGS, 1).await;
+    let others: Vec<String> = (0..KEEP_CAS)
+        .map(|i| generate(format!("other-{i}")))
+        .collect();
+    fake.world.lock().unwrap().conflicts = 1;
+    let started = Instant::now();
+    push_out(&fake, &others, true);
+    assert!(
+        eventually(Duration::from_secs(5), || trusted(&mine)).await,
+        "added again"
+    );
+    println!("added again after {:?}", started.elapsed());
+    assert!(!trusted(&others[0]), "the oldest is pushed out in turn");
+    for other in &others[1..] {
+        assert!(trusted(other), "the others are kept");
+    }
+    assert!(eventually(Duration::from_secs(5), || added("success") == 1).await);
+    assert_eq!(puts(), 3, "one write, retried after a conflict");
+    // Its own write comes back as a watch event showing it: nothing more to do.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(puts(), 3);
+    keeper.abort();
+
+    // With no watch event, the periodic check finds it missing.
+    let keeper = tokio::spawn(bootstrap::keep_ca(
+        fake.client(),
+        "eci-profile".into(),
+        mine.clone(),
+        metrics.clone(),
+        Duration::from_millis(300),
+    ));
+    fake.watches(WEBHOOK_CONFIGS, 2).await;
+    push_out(&fake, &others, false);
+    assert!(
+        eventually(Duration::from_secs(5), || trusted(&mine)).await,
+        "added again by the periodic check"
+    );
+    keeper.abort();
+    assert_eq!(added("failure"), 0);
+
+    // Conflicting writes, again and again: given up after a few attempts,
+    // counted and logged; the next event tries again.
+    let keeper = tokio::spawn(bootstrap::keep_ca(
+        fake.client(),
+        "eci-profile".into(),
+        mine.clone(),
+        metrics.clone(),
+        Duration::from_secs(3600),
+    ));
+    fake.watches(WEBHOOK_CONFIGS, 3).await;
+    fake.world.lock().unwrap().conflicts = 5;
+    push_out(&fake, &others, true);
+    assert!(eventually(Duration::from_secs(5), || added("failure") == 1).await);
+    assert!(!trusted(&mine));
+    push_out(&fake, &others, true);
+    assert!(
+        eventually(Duration::from_secs(5), || trusted(&mine)).await,
+        "added on the next event"
+    );
+    keeper.abort();
+
+    // The calls made are exactly what the self-signed RBAC grants: get,
+    // list and watch by field selector on the name, and update, of that one
+    // configuration.
+    let mut verbs = std::collections::BTreeSet::new();
+    for request in fake.requests() {
+        let Some((method, rest)) = request.split_once(' ') else {
+            continue;
+        };
+        if !rest.starts_with(WEBHOOK_CONFIGS) {
+            continue;
+        }
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let verb = match (method, path == WEBHOOK_CONFIGS) {
+            (_, true) => {
+                assert!(
+                    query.contains("fieldSelector=metadata.name%3Deci-profile"),
+                    "{request}"
+                );
+                if is_watch(&Some(query.to_string())) {
+                    "watch"
+                } else {
+                    "list"
+                }
+            }
+            (method, false) => {
+                assert_eq!(path, format!("{WEBHOOK_CONFIGS}/eci-profile"), "{request}");
+                match method {
+                    "GET" => "get",
+                    "PUT" => "update",
+                    other => panic!("unexpected {other}: {request}"),
+                }
+            }
+        };
+        verbs.insert(verb.to_string());
+    }
+    let rbac = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("manifests/overlays/self-signed/rbac-webhook-config.yaml"),
+    )
+    .unwrap();
+    let documents: Vec<Value> = serde_saphyr::from_multiple(&rbac).unwrap();
+    let rule = documents
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole")
+        .flat_map(|d| d["rules"].as_array().unwrap().iter())
+        .find(|r| r["resources"] == json!(["mutatingwebhookconfigurations"]))
+        .expect("a rule for mutatingwebhookconfigurations");
+    assert_eq!(rule["resourceNames"], json!(["eci-profile"]));
+    let granted: std::collections::BTreeSet<String> = rule["verbs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verbs, granted, "calls made vs verbs granted");
+}
+
 /// `eci-profile serve` in cluster mode, as the self-signed overlay runs it,
 /// against the fake API server: it bootstraps its certificate into the
 /// webhook configuration, syncs the profile and namespaces, becomes ready,
@@ -907,6 +1202,24 @@ async fn serve_in_cluster_mode_end_to_end() {
     }
     assert!(eventually(Duration::from_secs(5), || !fake.events().is_empty()).await);
     assert_eq!(fake.events()[0]["reportingInstance"], "eci-profile-abc");
+
+    // Other replicas push its CA out of the bundle: it adds it again.
+    fake.watches(WEBHOOK_CONFIGS, 1).await;
+    let others: Vec<String> = (0..eci_profile::bootstrap::KEEP_CAS)
+        .map(|i| {
+            eci_profile::certs::generate(&[format!("other-{i}")], &[])
+                .unwrap()
+                .ca_pem
+        })
+        .collect();
+    push_out(&fake, &others, true);
+    assert!(
+        eventually(Duration::from_secs(5), || bundles(&fake)
+            .iter()
+            .all(|b| b.contains(ca.trim())))
+        .await,
+        "the CA is added again"
+    );
 
     // A pod in fx-plain (labelled eci=true in the cluster) is mutated, over TLS
     // verified against the bootstrap CA.

@@ -327,7 +327,7 @@ fn rbac_is_least_privilege() {
                 rules(&objects, "ClusterRole", "eci-profile-webhook-config"),
                 [
                     json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-                        "resourceNames": ["eci-profile"], "verbs": ["get", "update"]})
+                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]})
                 ],
                 "{variant}"
             );
@@ -360,6 +360,56 @@ fn rbac_is_least_privilege() {
                 "{variant}"
             );
         }
+    }
+}
+
+/// Self-signed mode: the server reads (get), watches (list and watch with a
+/// `metadata.name` field selector) and updates the webhook configuration
+/// named by `ECI_PROFILE_WEBHOOK_CONFIG`, and nothing else (tests/cluster.rs
+/// checks those are the calls it makes); RBAC grants exactly that, on that
+/// one name.
+#[test]
+fn self_signed_rbac_is_limited_to_the_webhook_configuration_it_keeps() {
+    for (variant, objects) in variants()
+        .into_iter()
+        .filter(|(v, _)| v.contains("self-signed"))
+    {
+        let configurations: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "MutatingWebhookConfiguration")
+            .collect();
+        assert_eq!(configurations.len(), 1, "{variant}");
+        let name = &configurations[0]["metadata"]["name"];
+        let deployment = find(&objects, "Deployment", "eci-profile");
+        let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+        let configured = env
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "ECI_PROFILE_WEBHOOK_CONFIG")
+            .unwrap_or_else(|| panic!("{variant}: ECI_PROFILE_WEBHOOK_CONFIG"));
+        assert_eq!(&configured["value"], name, "{variant}");
+        let granted: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|r| r["rules"].as_array().unwrap())
+            .filter(|rule| {
+                rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("mutatingwebhookconfigurations"))
+            })
+            .collect();
+        assert_eq!(granted.len(), 1, "{variant}: {granted:?}");
+        assert_eq!(granted[0]["resourceNames"], json!([name]), "{variant}");
+        let mut verbs: Vec<&str> = granted[0]["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        verbs.sort();
+        assert_eq!(verbs, ["get", "list", "update", "watch"], "{variant}");
     }
 }
 

@@ -189,6 +189,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             true => Some(kube_client(args.kubeconfig.as_deref()).await?),
             false => None,
         };
+        let mut own_ca = None;
         if let (Some(name), Some(client)) = (&args.webhook_config, &client) {
             let (namespace, service) = &args.webhook_service;
             let generated = certs::generate(&bootstrap::service_dns_names(namespace, service), &[])
@@ -200,6 +201,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
                 .map_err(|e| {
                     format!("cannot add the CA to MutatingWebhookConfiguration {name}: {e}")
                 })?;
+            own_ca = Some((client.clone(), name.clone(), generated.ca_pem));
         }
         let (namespaces, namespace_cache): (Arc<dyn NamespaceLookup>, _) =
             match (&args.namespaces_file, &client) {
@@ -218,6 +220,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             "starting"
         );
         let state = Arc::new(State::new(profile, namespaces, exclusions, limits));
+        if let Some((client, name, ca)) = own_ca {
+            let metrics = state.metrics.clone();
+            tokio::spawn(bootstrap::keep_ca(
+                client,
+                name,
+                ca,
+                metrics,
+                bootstrap::RECHECK,
+            ));
+        }
         if let Some(cache) = namespace_cache {
             server::cluster::follow_namespaces(&state, cache);
         }

@@ -287,21 +287,27 @@ impl Server {
     }
 }
 
-/// Re-reads the certificate files whenever they may have changed.
-async fn follow_certificates(store: Arc<CertificateStore>, metrics: Arc<crate::metrics::Metrics>) {
+/// Re-reads the certificate files whenever they may have changed (the watch
+/// is set up before this returns, so no change made after it is missed).
+fn follow_certificates(
+    store: Arc<CertificateStore>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> impl Future<Output = ()> + Send + 'static {
     let [cert, key] = store.paths();
     let mut changes = Changes::watch(&[cert, key], watch::DEBOUNCE, watch::POLL);
-    loop {
-        changes.next().await;
-        match store.reload() {
-            Ok(Reload::Unchanged) => {}
-            Ok(Reload::Replaced) => {
-                metrics.certificate_loaded(true, store.expiry());
-                tracing::info!(expiry = ?store.expiry(), "serving certificate replaced");
-            }
-            Err(e) => {
-                metrics.certificate_loaded(false, None);
-                tracing::error!(error = %e, "new certificate refused; the current one stays in use");
+    async move {
+        loop {
+            changes.next().await;
+            match store.reload() {
+                Ok(Reload::Unchanged) => {}
+                Ok(Reload::Replaced) => {
+                    metrics.certificate_loaded(true, store.expiry());
+                    tracing::info!(expiry = ?store.expiry(), "serving certificate replaced");
+                }
+                Err(e) => {
+                    metrics.certificate_loaded(false, None);
+                    tracing::error!(error = %e, "new certificate refused; the current one stays in use");
+                }
             }
         }
     }

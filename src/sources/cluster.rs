@@ -167,6 +167,9 @@ pub struct ProfileFollower {
     synced: Arc<AtomicBool>,
     /// The last resourceVersion an Event was emitted for.
     reported: Option<String>,
+    /// The digest of the data last tried, so that data that stays invalid
+    /// is logged and counted once.
+    tried: Option<u64>,
 }
 
 impl ProfileFollower {
@@ -193,6 +196,7 @@ impl ProfileFollower {
             metrics,
             synced,
             reported: None,
+            tried: None,
         }
     }
 
@@ -230,22 +234,32 @@ impl ProfileFollower {
     /// One version of the ConfigMap (`None`: it does not exist). A valid new
     /// profile is published and reported with a Normal `ProfileLoaded` Event
     /// (once per resourceVersion); an invalid one is reported with a Warning
-    /// `InvalidProfile` Event and the last good profile stays; no ConfigMap
-    /// means no selectors.
+    /// `InvalidProfile` Event (logged and counted once per content) and the
+    /// last good profile stays; no ConfigMap means no selectors.
+    /// `profile_reload_failing` stays 1 for as long as the ConfigMap holds a
+    /// refused profile, and is cleared when it holds the profile in use again.
     pub async fn handle(&mut self, configmap: Option<&ConfigMap>) {
         let Some(cm) = configmap else {
+            self.tried = None;
             let empty = Profile::empty();
             if self.published.get().digest() != empty.digest() {
                 tracing::warn!(configmap = %format_args!("{}/{}", self.namespace, self.name), "profile ConfigMap absent: no selectors");
                 self.publish(empty);
+            } else {
+                self.metrics.profile_current();
             }
             return;
         };
         let data = ProfileData::from_map(cm.data.clone().unwrap_or_default());
+        let digest = data.digest();
         let version = cm.metadata.resource_version.clone();
         let fresh = version.is_none() || version != self.reported;
-        if data.digest() == self.published.get().digest() && !fresh {
-            return;
+        let tried = self.tried.replace(digest) == Some(digest);
+        if digest == self.published.get().digest() {
+            self.metrics.profile_current();
+            if !fresh {
+                return;
+            }
         }
         match profile::compile(&data).into_result() {
             Ok((new, diagnostics)) => {
@@ -256,7 +270,7 @@ impl ProfileFollower {
                     tracing::warn!("{d}");
                 }
                 let selectors = new.rule_count();
-                if data.digest() != self.published.get().digest() {
+                if digest != self.published.get().digest() {
                     self.publish(new);
                 }
                 if fresh {
@@ -270,8 +284,10 @@ impl ProfileFollower {
                 }
             }
             Err(e) => {
-                self.metrics.profile_loaded(None);
-                tracing::error!(error = %e, "profile rejected; keeping the last good one");
+                if !tried {
+                    self.metrics.profile_loaded(None);
+                    tracing::error!(error = %e, "profile rejected; keeping the last good one");
+                }
                 if fresh {
                     self.event(cm, EventType::Warning, "InvalidProfile", e.to_string())
                         .await;

@@ -13,25 +13,87 @@ use crate::profile::{
 };
 use crate::published::Published;
 
-/// Reads profile data from a ConfigMap manifest file or a mounted directory.
-pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
+/// What a profile path held when read, as bytes, before any parsing.
+enum Raw {
+    /// A ConfigMap manifest file.
+    Manifest(Vec<u8>),
+    /// A mounted ConfigMap: (key, file, bytes) per key, by key.
+    Directory(Vec<(String, String, Vec<u8>)>),
+}
+
+impl Raw {
+    /// FNV-1a of everything read (keys and bytes), to tell contents apart.
+    fn digest(&self) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for byte in bytes.iter().chain(&[0]) {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        match self {
+            Raw::Manifest(bytes) => feed(bytes),
+            Raw::Directory(files) => {
+                for (key, _, bytes) in files {
+                    feed(key.as_bytes());
+                    feed(bytes);
+                }
+            }
+        }
+        hash
+    }
+
+    fn into_data(self, path: &Path) -> Result<ProfileData, Diagnostics> {
+        let name = path.display().to_string();
+        match self {
+            Raw::Manifest(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| read_error(&name, String::new(), NOT_UTF8.into()))?;
+                ProfileData::from_manifest(&name, &text)
+            }
+            Raw::Directory(files) => {
+                let mut data = ProfileData::default();
+                for (key, file_name, bytes) in files {
+                    let text = String::from_utf8(bytes)
+                        .map_err(|_| read_error(&file_name, key.clone(), NOT_UTF8.into()))?;
+                    data.entries.insert(
+                        key,
+                        Entry {
+                            text,
+                            origin: Origin::File(file_name),
+                            key_position: Default::default(),
+                        },
+                    );
+                }
+                Ok(data)
+            }
+        }
+    }
+}
+
+const NOT_UTF8: &str = "cannot read: stream did not contain valid UTF-8";
+
+fn read_error(file: &str, field: String, message: String) -> Diagnostics {
+    Diagnostics(vec![Diagnostic {
+        severity: Severity::Error,
+        file: Some(file.to_string()),
+        position: None,
+        selector: None,
+        field,
+        message,
+    }])
+}
+
+/// Reads the bytes of a ConfigMap manifest file or of a mounted directory's keys.
+fn read_raw(path: &Path) -> Result<Raw, Diagnostics> {
     let name = path.display().to_string();
-    let io_error = |what: String| {
-        Diagnostics(vec![Diagnostic {
-            severity: Severity::Error,
-            file: Some(name.clone()),
-            position: None,
-            selector: None,
-            field: String::new(),
-            message: what,
-        }])
-    };
+    let io_error = |what: String| read_error(&name, String::new(), what);
     let metadata = fs::metadata(path).map_err(|e| io_error(format!("cannot read: {e}")))?;
     if !metadata.is_dir() {
-        let text = fs::read_to_string(path).map_err(|e| io_error(format!("cannot read: {e}")))?;
-        return ProfileData::from_manifest(&name, &text);
+        let bytes = fs::read(path).map_err(|e| io_error(format!("cannot read: {e}")))?;
+        return Ok(Raw::Manifest(bytes));
     }
-    let mut data = ProfileData::default();
+    let mut files = Vec::new();
     let entries = fs::read_dir(path).map_err(|e| io_error(format!("cannot list: {e}")))?;
     for entry in entries {
         let entry = entry.map_err(|e| io_error(format!("cannot list: {e}")))?;
@@ -46,26 +108,17 @@ pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
             continue;
         }
         let file_name = file.display().to_string();
-        let text = fs::read_to_string(&file).map_err(|e| {
-            Diagnostics(vec![Diagnostic {
-                severity: Severity::Error,
-                file: Some(file_name.clone()),
-                position: None,
-                selector: None,
-                field: key.clone(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        data.entries.insert(
-            key,
-            Entry {
-                text,
-                origin: Origin::File(file_name),
-                key_position: Default::default(),
-            },
-        );
+        let bytes = fs::read(&file)
+            .map_err(|e| read_error(&file_name, key.clone(), format!("cannot read: {e}")))?;
+        files.push((key, file_name, bytes));
     }
-    Ok(data)
+    files.sort();
+    Ok(Raw::Directory(files))
+}
+
+/// Reads profile data from a ConfigMap manifest file or a mounted directory.
+pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
+    read_raw(path)?.into_data(path)
 }
 
 /// Reads Namespace manifests (for `--namespaces-file`).
@@ -83,46 +136,98 @@ pub fn load_profile(path: &Path) -> Result<(Profile, Diagnostics), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Re-reads the profile at `path` and publishes it when it changed and is
-/// valid; an invalid one is logged and the last good profile stays.
-pub fn reload_profile(path: &Path, published: &Published<Profile>, metrics: &Metrics) {
-    let data = match read_profile(path) {
-        Ok(data) => data,
-        Err(diagnostics) => {
-            metrics.profile_loaded(None);
-            tracing::error!(path = %path.display(), error = %diagnostics, "cannot read the profile; keeping the last good one");
+/// The profile file (or mounted directory) a server follows: each change
+/// of its content is read once, whatever the events that led to it.
+pub struct ProfileFile {
+    path: PathBuf,
+    published: Arc<Published<Profile>>,
+    metrics: Arc<Metrics>,
+    /// The digest of the content last tried (or of the last read error).
+    tried: Option<u64>,
+}
+
+impl ProfileFile {
+    /// Follows `path`, whose profile `published` already holds.
+    pub fn new(path: PathBuf, published: Arc<Published<Profile>>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            path,
+            published,
+            metrics,
+            tried: None,
+        }
+    }
+
+    /// Re-reads the profile. Content already tried is skipped, so a profile
+    /// that stays invalid is reported (logged, counted) once; a valid new one
+    /// is published; content equal to the profile in use clears
+    /// `profile_reload_failing`. An invalid one never replaces the last good one.
+    pub fn reload(&mut self) {
+        let path = self.path.as_path();
+        let raw = read_raw(path);
+        // A read error counts as content too: the same error is reported once.
+        let digest = match &raw {
+            Ok(raw) => raw.digest(),
+            Err(diagnostics) => Raw::Directory(vec![(
+                String::new(),
+                String::new(),
+                diagnostics.to_string().into_bytes(),
+            )])
+            .digest(),
+        };
+        if self.tried == Some(digest) {
             return;
         }
-    };
-    if data.digest() == published.get().digest() {
-        return;
-    }
-    match profile::compile(&data).into_result() {
-        Ok((profile, diagnostics)) => {
-            for d in diagnostics
-                .iter()
-                .filter(|d| d.severity == Severity::Warning)
-            {
-                tracing::warn!(path = %path.display(), "{d}");
+        self.tried = Some(digest);
+        let data = match raw.and_then(|raw| raw.into_data(path)) {
+            Ok(data) => data,
+            Err(diagnostics) => {
+                self.metrics.profile_loaded(None);
+                tracing::error!(path = %path.display(), error = %diagnostics, "cannot read the profile; keeping the last good one");
+                return;
             }
-            super::publish(published, metrics, profile, &path.display().to_string());
+        };
+        if data.digest() == self.published.get().digest() {
+            self.metrics.profile_current();
+            return;
         }
-        Err(e) => {
-            metrics.profile_loaded(None);
-            tracing::error!(path = %path.display(), error = %e, "profile rejected; keeping the last good one");
+        match profile::compile(&data).into_result() {
+            Ok((profile, diagnostics)) => {
+                for d in diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Warning)
+                {
+                    tracing::warn!(path = %path.display(), "{d}");
+                }
+                super::publish(
+                    &self.published,
+                    &self.metrics,
+                    profile,
+                    &path.display().to_string(),
+                );
+            }
+            Err(e) => {
+                self.metrics.profile_loaded(None);
+                tracing::error!(path = %path.display(), error = %e, "profile rejected; keeping the last good one");
+            }
         }
     }
 }
 
-/// Follows the profile file (or mounted directory) at `path` for ever.
-pub async fn follow_profile(
+/// Follows the profile file (or mounted directory) at `path` for ever: only
+/// events on its own files count (see [`watch`]), and see
+/// [`ProfileFile::reload`] for what each change does. The watch is set up
+/// before this returns, so no change made after it is missed.
+pub fn follow_profile(
     path: PathBuf,
     published: Arc<Published<Profile>>,
     metrics: Arc<Metrics>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let mut changes = Changes::watch(&[&path], watch::DEBOUNCE, watch::POLL);
-    loop {
-        changes.next().await;
-        reload_profile(&path, &published, &metrics);
+    let mut file = ProfileFile::new(path, published, metrics);
+    async move {
+        loop {
+            changes.next().await;
+            file.reload();
+        }
     }
 }
