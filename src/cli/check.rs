@@ -12,6 +12,7 @@ use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
 use eci_profile::profile::SchedulingPolicy;
 use eci_profile::review::{self, Context, Evaluation};
 use eci_profile::sources::file::read_namespaces;
+use eci_profile::truncate::echo;
 use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
@@ -276,7 +277,7 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
     let pod = evaluation
         .pod
         .as_ref()
-        .map(|p| format!("{}/{}", evaluation.namespace, p.display_name()))
+        .map(|p| format!("{}/{}", echo(&evaluation.namespace), p.display_name()))
         .unwrap_or_else(|| "(not a pod creation)".into());
     let _ = writeln!(out, "{label}");
     let _ = writeln!(out, "  pod:       {pod}");

@@ -17,6 +17,7 @@ use super::State;
 use crate::decision::{Outcome, SkipReason};
 use crate::metrics::status_label;
 use crate::review::{self, Context};
+use crate::truncate::echo;
 
 /// The webhook's routes; unknown paths get 404, other methods 405.
 pub fn router(state: Arc<State>) -> Router {
@@ -119,7 +120,7 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     if !span.is_disabled() {
         span.record("uid", reviewed.uid.as_str());
         span.record("operation", reviewed.operation.as_str());
-        span.record("namespace", evaluation.namespace.as_str());
+        span.record("namespace", echo(&evaluation.namespace).as_ref());
         if let Some(pod) = &evaluation.pod {
             span.record("pod", pod.display_name().as_str());
         }
@@ -144,7 +145,7 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     } else {
         tracing::info!(
             uid = reviewed.uid.as_str(),
-            namespace = evaluation.namespace.as_str(),
+            namespace = echo(&evaluation.namespace).as_ref(),
             pod = evaluation.pod.as_ref().map(|p| p.display_name()).as_deref(),
             decision = decision.outcome.as_str(),
             rules = decision.applied.join(",").as_str(),
