@@ -266,3 +266,32 @@ fn profile_diagnostics_do_not_echo_huge_values() {
         );
     }
 }
+
+#[test]
+fn check_does_not_echo_huge_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = "p".repeat(64 << 10);
+    let path = dir.path().join("pod.json");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": name, "labels": {"alibabacloud.com/eci": "true"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": name},
+    });
+    std::fs::write(&path, serde_json::to_vec(&pod).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eci-profile"))
+        .arg("check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("spec.nodeName is already set (ppp"),
+        "{stdout:.2000}"
+    );
+    for line in stdout
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        assert!(line.len() < BOUND, "a line of {} bytes", line.len());
+    }
+}

@@ -215,10 +215,12 @@ fn add_document(
         "Pod" => document.clone(),
         _ => match WORKLOADS.iter().find(|(k, _)| *k == kind) {
             Some((_, owner)) => pod_from_template(&document, *owner)
-                .ok_or_else(|| format!("{file}: {kind} {name} has no pod template"))?,
+                .ok_or_else(|| format!("{file}: {kind} {} has no pod template", echo(&name)))?,
             None => {
                 eprintln!(
-                    "{file}: skipping {kind} {name}: not a pod, a workload or an AdmissionReview"
+                    "{file}: skipping {} {}: not a pod, a workload or an AdmissionReview",
+                    echo(&kind),
+                    echo(&name)
                 );
                 return Ok(());
             }
@@ -230,9 +232,13 @@ fn add_document(
         .to_string();
     let uid = format!("00000000-0000-4000-8000-{:012}", cases.len() + 1);
     let label = if kind == "Pod" {
-        format!("{file}: Pod {namespace}/{name}")
+        format!("{file}: Pod {}/{}", echo(&namespace), echo(&name))
     } else {
-        format!("{file}: {kind} {namespace}/{name} (its pod template)")
+        format!(
+            "{file}: {kind} {}/{} (its pod template)",
+            echo(&namespace),
+            echo(&name)
+        )
     };
     cases.push(Case {
         label,
