@@ -209,9 +209,12 @@ fn checked<'a, O>(
 ) -> Result<AdmissionRequest<'a>, ReviewError> {
     if review.kind.as_deref() != Some(KIND) || review.api_version.as_deref() != Some(API_VERSION) {
         return Err(ReviewError::NotAdmissionReview(format!(
-            "kind {:?}, apiVersion {:?}",
-            truncate::echo(review.kind.as_deref().unwrap_or("")),
-            truncate::echo(review.api_version.as_deref().unwrap_or(""))
+            "kind {}, apiVersion {}",
+            echoed(format_args!("{:?}", review.kind.as_deref().unwrap_or(""))),
+            echoed(format_args!(
+                "{:?}",
+                review.api_version.as_deref().unwrap_or("")
+            ))
         )));
     }
     let request = review

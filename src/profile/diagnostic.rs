@@ -58,7 +58,7 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}: ", self.severity)?;
         // Names, keys and values come from the profile: echoed bounded.
         if let Some(selector) = &self.selector {
-            write!(f, "selector {:?}: ", echo(selector))?;
+            write!(f, "selector {}: ", echo(&format!("{selector:?}")))?;
         }
         if !self.field.is_empty() {
             write!(f, "{}: ", echo(&self.field))?;
