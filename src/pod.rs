@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::labels::Labels;
 
 /// A pod, reduced to what deciding and patching need.
+///
+/// `metadata` and `spec` are required: kube-apiserver always sends both, and
+/// a patch adds under them; a pod without one is not read.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
 pub struct Pod {
     pub metadata: Metadata,
     pub spec: Spec,

@@ -435,6 +435,38 @@ mod tests {
         d
     }
 
+    /// Found by fuzzing: a pod without `metadata` was read as one with
+    /// empty metadata, and answered with a patch adding under `/metadata`,
+    /// which does not apply.
+    #[test]
+    fn a_pod_without_metadata_or_spec_is_not_read() {
+        let fixture = include_str!("../tests/fixtures/admission/create-deployment-pod.json");
+        let (profile, exclusions) = (Profile::embedded_default(), Exclusions::default());
+        let namespaces = crate::namespaces::StaticNamespaces::default();
+        let context = Context {
+            profile: &profile,
+            exclusions: &exclusions,
+            namespaces: &namespaces,
+        };
+        for field in ["metadata", "spec"] {
+            let mut request: serde_json::Value = serde_json::from_str(fixture).unwrap();
+            let object = request["request"]["object"].as_object_mut().unwrap();
+            let value = object.remove(field).unwrap();
+            object.insert(format!("{field}."), value);
+            let body = serde_json::to_vec(&request).unwrap();
+            let reviewed = review(&body, context).unwrap();
+            let response: serde_json::Value = serde_json::from_slice(&reviewed.response).unwrap();
+            assert!(response["response"].get("patch").is_none(), "{response}");
+            let warning = response["response"]["warnings"][0].as_str().unwrap();
+            assert!(
+                warning.starts_with(&format!(
+                    "eci-profile: pod left unchanged: the pod could not be read: missing field `{field}`"
+                )),
+                "{response}"
+            );
+        }
+    }
+
     #[test]
     fn response_without_patch_or_warnings() {
         let bytes = render_response("u-1", &decision_with(vec![], &[]));
