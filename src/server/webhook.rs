@@ -17,7 +17,6 @@ use super::State;
 use crate::decision::{Outcome, SkipReason};
 use crate::metrics::status_label;
 use crate::review::{self, Context};
-use crate::truncate::echo;
 
 /// The webhook's routes; unknown paths get 404, other methods 405.
 pub fn router(state: Arc<State>) -> Router {
@@ -120,7 +119,10 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     if !span.is_disabled() {
         span.record("uid", reviewed.uid.as_str());
         span.record("operation", reviewed.operation.as_str());
-        span.record("namespace", echo(&evaluation.namespace).as_ref());
+        span.record(
+            "namespace",
+            crate::truncate::echo(&evaluation.namespace).as_ref(),
+        );
         if let Some(pod) = &evaluation.pod {
             span.record("pod", pod.display_name().as_str());
         }
@@ -145,7 +147,7 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     } else {
         tracing::info!(
             uid = reviewed.uid.as_str(),
-            namespace = echo(&evaluation.namespace).as_ref(),
+            namespace = crate::truncate::echo(&evaluation.namespace).as_ref(),
             pod = evaluation.pod.as_ref().map(|p| p.display_name()).as_deref(),
             decision = decision.outcome.as_str(),
             rules = decision.applied.join(",").as_str(),
