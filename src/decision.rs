@@ -12,6 +12,7 @@ use crate::patch::{self, Patch, PatchBuilder};
 use crate::pod::Pod;
 use crate::profile::{Profile, Rule, SchedulingPolicy};
 use crate::selector::{LabelSource, NamespaceLabels};
+use crate::truncate::echo;
 
 /// The annotation listing the rules applied to a pod.
 pub const APPLIED_ANNOTATION: &str = "eci-profile.io/selectors";
@@ -142,22 +143,26 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::NotPodCreate => f.write_str("not the creation of a pod"),
             SkipReason::UnreadableObject(why) => f.write_str(why),
-            SkipReason::ExcludedNamespace(ns) => write!(f, "namespace {ns} is excluded"),
+            SkipReason::ExcludedNamespace(ns) => write!(f, "namespace {} is excluded", echo(ns)),
             SkipReason::ExcludedByLabel => write!(f, "the pod is labelled {EXCLUDE_LABEL}=true"),
             SkipReason::NotSelected => f.write_str("no rule selects the pod"),
-            SkipReason::DaemonSet(name) => write!(f, "it is owned by DaemonSet {name}"),
+            SkipReason::DaemonSet(name) => write!(f, "it is owned by DaemonSet {}", echo(name)),
             SkipReason::MirrorPod => f.write_str("it is a mirror (static) pod"),
             SkipReason::HostNetwork => f.write_str("it uses hostNetwork"),
             SkipReason::HostPid => f.write_str("it uses hostPID"),
             SkipReason::HostIpc => f.write_str("it uses hostIPC"),
-            SkipReason::HostPath { volume } => write!(f, "volume {volume} is a hostPath"),
+            SkipReason::HostPath { volume } => write!(f, "volume {} is a hostPath", echo(volume)),
             SkipReason::HostPort { container, port } => {
-                write!(f, "container {container} uses hostPort {port}")
+                write!(f, "container {} uses hostPort {port}", echo(container))
             }
-            SkipReason::NodeName(node) => write!(f, "spec.nodeName is already set ({node})"),
+            SkipReason::NodeName(node) => {
+                write!(f, "spec.nodeName is already set ({})", echo(node))
+            }
             SkipReason::NodeSelectorConflict { key, value, wanted } => write!(
                 f,
-                "its nodeSelector {key}={value} differs from the virtual node's {key}={wanted}"
+                "its nodeSelector {}={} differs from the virtual node's {key}={wanted}",
+                echo(key),
+                echo(value)
             ),
         }
     }
@@ -263,8 +268,8 @@ pub fn decide<'p>(
     if !selection.unknown_namespace.is_empty() {
         warnings.push(format!(
             "eci-profile: labels of namespace {} are unknown; namespaceSelector of rule(s) {} not matched",
-            namespace.name,
-            selection.unknown_namespace.join(",")
+            echo(namespace.name),
+            echo(&selection.unknown_namespace.join(","))
         ));
     }
 
@@ -285,7 +290,7 @@ pub fn decide<'p>(
         warnings.push(format!(
             "eci-profile: pod not sent to a virtual node{}: {reason}",
             match selected.first() {
-                Some(rule) => format!(" (rule {})", rule.name),
+                Some(rule) => format!(" (rule {})", echo(&rule.name)),
                 None => String::new(),
             }
         ));

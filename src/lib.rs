@@ -14,3 +14,4 @@ pub mod selector;
 pub mod server;
 pub mod sources;
 pub mod tls;
+pub mod truncate;

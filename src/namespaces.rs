@@ -77,7 +77,7 @@ impl StaticNamespaces {
                 other => {
                     return Err(format!(
                         "expected Namespace manifests, found kind {}",
-                        other.unwrap_or("<none>")
+                        crate::truncate::echo(other.unwrap_or("<none>"))
                     ));
                 }
             }
@@ -131,9 +131,15 @@ fn namespace(document: Document) -> Result<(String, Labels), String> {
             Value::String(value) => {
                 labels.insert(key, value);
             }
-            _ => {
+            other => {
+                let (name, key) = (crate::truncate::echo(&name), crate::truncate::echo(&key));
+                let why = if other.is_boolean() {
+                    " (a manifest is read as kubectl reads it, YAML 1.1: yes, no, on, off are booleans)"
+                } else {
+                    ""
+                };
                 return Err(format!(
-                    "namespace {name}: label {key} is not a string (quote it)"
+                    "namespace {name}: label {key} is not a string{why}: quote it"
                 ));
             }
         }
@@ -166,5 +172,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("not a string"), "{err}");
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_in_labels_are_named() {
+        let manifest = |value: &str| {
+            format!("kind: Namespace\nmetadata:\n  name: a\n  labels:\n    eci: {value}\n")
+        };
+        let err = StaticNamespaces::from_manifests(&manifest("yes")).unwrap_err();
+        assert!(
+            err.contains("YAML 1.1") && err.ends_with("quote it"),
+            "{err}"
+        );
+        let ns = StaticNamespaces::from_manifests(&manifest("'yes'")).unwrap();
+        assert_eq!(ns.labels("a").unwrap()["eci"], "yes");
     }
 }

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use crate::labels::Labels;
 
 /// A pod, reduced to what deciding and patching need.
+///
+/// `metadata` and `spec` are required: kube-apiserver always sends both, and
+/// a patch adds under them; a pod without one is not read.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
 pub struct Pod {
     pub metadata: Metadata,
     pub spec: Spec,
@@ -132,11 +134,14 @@ pub struct ContainerPort {
 }
 
 impl Pod {
-    /// `name`, else `generateName*`, else `<unnamed>`: how logs and messages refer to the pod.
+    /// `name`, else `generateName*`, else `<unnamed>`: how logs and messages
+    /// refer to the pod (as echoed: bounded in length).
     pub fn display_name(&self) -> String {
         match (&self.metadata.name, &self.metadata.generate_name) {
-            (Some(name), _) if !name.is_empty() => name.clone(),
-            (_, Some(prefix)) if !prefix.is_empty() => format!("{prefix}*"),
+            (Some(name), _) if !name.is_empty() => crate::truncate::echo(name).into_owned(),
+            (_, Some(prefix)) if !prefix.is_empty() => {
+                format!("{}*", crate::truncate::echo(prefix))
+            }
             _ => "<unnamed>".to_string(),
         }
     }

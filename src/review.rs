@@ -13,6 +13,7 @@ use crate::decision::{self, Decision, Exclusions, SkipReason};
 use crate::namespaces::NamespaceLookup;
 use crate::pod::Pod;
 use crate::profile::Profile;
+use crate::truncate;
 
 const API_VERSION: &str = "admission.k8s.io/v1";
 const KIND: &str = "AdmissionReview";
@@ -34,6 +35,8 @@ pub enum ReviewError {
     NotAdmissionReview(String),
     /// `request.uid` is missing or empty.
     MissingUid,
+    /// `request.uid` is longer than any uid kube-apiserver sends (its length).
+    UidTooLong(usize),
 }
 
 impl fmt::Display for ReviewError {
@@ -47,6 +50,11 @@ impl fmt::Display for ReviewError {
                 )
             }
             ReviewError::MissingUid => f.write_str("request.uid is missing"),
+            ReviewError::UidTooLong(len) => write!(
+                f,
+                "request.uid is {len} bytes long, over {}",
+                truncate::LIMIT
+            ),
         }
     }
 }
@@ -168,25 +176,30 @@ struct ReviewIn<'a, O> {
 pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     // JSON is UTF-8 (RFC 8259): checked once for the whole body rather than
     // string by string.
-    let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(e.to_string()))?;
+    let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(echoed(e)))?;
     // The pod boxed as it is read: the envelope stays small to move around.
     if let Ok(review) = serde_json::from_str::<ReviewIn<Option<Box<Pod>>>>(text) {
         return checked(review, |object| object.map_or(Object::Absent, Object::Pod));
     }
     let review: ReviewIn<Option<&RawValue>> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
-            ReviewError::NotAdmissionReview(e.to_string())
+            ReviewError::NotAdmissionReview(echoed(e))
         } else {
-            ReviewError::NotJson(e.to_string())
+            ReviewError::NotJson(echoed(e))
         }
     })?;
     checked(review, |object| match object {
         None => Object::Absent,
         Some(raw) => match serde_json::from_str::<Pod>(raw.get()) {
             Ok(pod) => Object::Pod(Box::new(pod)),
-            Err(e) => Object::Unreadable(e.to_string()),
+            Err(e) => Object::Unreadable(echoed(e)),
         },
     })
+}
+
+/// An error message, which may quote the body (serde's do), as echoed.
+fn echoed(e: impl fmt::Display) -> String {
+    truncate::echo(&e.to_string()).into_owned()
 }
 
 /// Checks the envelope and the uid, and reads the object with `read`.
@@ -196,15 +209,23 @@ fn checked<'a, O>(
 ) -> Result<AdmissionRequest<'a>, ReviewError> {
     if review.kind.as_deref() != Some(KIND) || review.api_version.as_deref() != Some(API_VERSION) {
         return Err(ReviewError::NotAdmissionReview(format!(
-            "kind {:?}, apiVersion {:?}",
-            review.kind.as_deref().unwrap_or(""),
-            review.api_version.as_deref().unwrap_or("")
+            "kind {}, apiVersion {}",
+            echoed(format_args!("{:?}", review.kind.as_deref().unwrap_or(""))),
+            echoed(format_args!(
+                "{:?}",
+                review.api_version.as_deref().unwrap_or("")
+            ))
         )));
     }
     let request = review
         .request
         .ok_or_else(|| ReviewError::NotAdmissionReview("no request".into()))?;
+    // kube-apiserver's uids are UUIDs; the response must repeat the uid
+    // whole, so a longer one is refused rather than echoed.
     let uid = match request.uid {
+        Some(uid) if uid.len() > truncate::LIMIT => {
+            return Err(ReviewError::UidTooLong(uid.len()));
+        }
         Some(uid) if !uid.is_empty() => uid,
         _ => return Err(ReviewError::MissingUid),
     };
@@ -412,6 +433,38 @@ mod tests {
         );
         d.patch = patch.build();
         d
+    }
+
+    /// Found by fuzzing: a pod without `metadata` was read as one with
+    /// empty metadata, and answered with a patch adding under `/metadata`,
+    /// which does not apply.
+    #[test]
+    fn a_pod_without_metadata_or_spec_is_not_read() {
+        let fixture = include_str!("../tests/fixtures/admission/create-deployment-pod.json");
+        let (profile, exclusions) = (Profile::embedded_default(), Exclusions::default());
+        let namespaces = crate::namespaces::StaticNamespaces::default();
+        let context = Context {
+            profile: &profile,
+            exclusions: &exclusions,
+            namespaces: &namespaces,
+        };
+        for field in ["metadata", "spec"] {
+            let mut request: serde_json::Value = serde_json::from_str(fixture).unwrap();
+            let object = request["request"]["object"].as_object_mut().unwrap();
+            let value = object.remove(field).unwrap();
+            object.insert(format!("{field}."), value);
+            let body = serde_json::to_vec(&request).unwrap();
+            let reviewed = review(&body, context).unwrap();
+            let response: serde_json::Value = serde_json::from_slice(&reviewed.response).unwrap();
+            assert!(response["response"].get("patch").is_none(), "{response}");
+            let warning = response["response"]["warnings"][0].as_str().unwrap();
+            assert!(
+                warning.starts_with(&format!(
+                    "eci-profile: pod left unchanged: the pod could not be read: missing field `{field}`"
+                )),
+                "{response}"
+            );
+        }
     }
 
     #[test]

@@ -417,3 +417,85 @@ fn embedded_default_profile_is_valid_and_quiet() {
     assert!(c.diagnostics.0.is_empty(), "{}", c.diagnostics);
     assert_eq!(c.profile.unwrap().rule_count(), 4);
 }
+
+/// YAML 1.1's boolean spellings (`y`, `yes`, `on`, ...) that YAML 1.2's core schema reads as strings.
+const YAML_1_1_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "on", "On", "ON", "off", "Off", "OFF",
+];
+
+#[test]
+fn yaml_selectors_read_yaml_1_1_boolean_spellings_as_strings() {
+    for word in YAML_1_1_BOOLEANS {
+        let c = compile_selectors(&format!(
+            "- name: {word}\n  objectSelector:\n    matchLabels:\n      answer: {word}\n    matchExpressions:\n      - {{key: mode, operator: In, values: [{word}, x]}}\n  effect:\n    labels:\n      switch: {word}\n"
+        ));
+        assert!(
+            findings(&c, Severity::Error).is_empty(),
+            "{word}: {}",
+            c.diagnostics
+        );
+        let p = c.profile.expect("valid");
+        let rule = &p.selecting_rules()[0];
+        assert_eq!(rule.name, *word);
+        assert_eq!(rule.labels, [("switch".to_string(), word.to_string())]);
+        let selector = rule.object_selector.as_ref().expect("a selector");
+        let pod = |answer: &str| {
+            eci_profile::labels::Labels::from([
+                ("answer".to_string(), answer.to_string()),
+                ("mode".to_string(), word.to_string()),
+            ])
+        };
+        assert!(selector.matches(&pod(word)), "{word}");
+        assert!(!selector.matches(&pod("true")), "{word}");
+    }
+}
+
+#[test]
+fn yaml_1_2_booleans_are_still_booleans_in_selectors() {
+    for word in ["true", "True", "TRUE", "false", "False", "FALSE"] {
+        let c = compile_selectors(&format!("- name: {word}\n"));
+        assert_one_error(&c, "must be a string, found a boolean");
+        let c = compile_selectors(&format!(
+            "- name: r\n  objectSelector:\n    matchLabels:\n      eci: {word}\n"
+        ));
+        assert_one_error(&c, "must be a string, found a boolean (quote it)");
+    }
+    // Quoted, they are strings.
+    let c = compile_selectors(
+        "- name: \"true\"\n  objectSelector:\n    matchLabels:\n      eci: 'true'\n",
+    );
+    assert_eq!(c.profile.expect("valid").selecting_rules()[0].name, "true");
+}
+
+#[test]
+fn manifest_data_reads_booleans_as_kubectl_does() {
+    // kubectl reads manifests as YAML 1.1: an unquoted `yes` in `data` is a
+    // boolean it refuses, and so is it here, saying why.
+    for word in ["yes", "on", "N", "Off"] {
+        let err = ProfileData::from_manifest(
+            "p.yaml",
+            &format!("kind: ConfigMap\ndata:\n  vpcId: {word}\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!(
+                "must be a string, found {word:?}, a YAML 1.1 boolean as kubectl reads it: quote it"
+            )),
+            "{word}: {err}"
+        );
+    }
+    let err = ProfileData::from_manifest("p.yaml", "kind: ConfigMap\ndata:\n  vpcId: true\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be a string, found a boolean"), "{err}");
+    assert!(!err.contains("YAML 1.1"), "{err}");
+    // Quoted, the same words are strings.
+    let data = ProfileData::from_manifest(
+        "p.yaml",
+        "kind: ConfigMap\ndata:\n  vpcId: \"yes\"\n  b: 'on'\n",
+    )
+    .unwrap();
+    assert_eq!(data.entries["vpcId"].text, "yes");
+    assert_eq!(data.entries["b"].text, "on");
+}

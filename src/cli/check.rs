@@ -12,6 +12,7 @@ use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
 use eci_profile::profile::SchedulingPolicy;
 use eci_profile::review::{self, Context, Evaluation};
 use eci_profile::sources::file::read_namespaces;
+use eci_profile::truncate::echo;
 use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
@@ -214,10 +215,12 @@ fn add_document(
         "Pod" => document.clone(),
         _ => match WORKLOADS.iter().find(|(k, _)| *k == kind) {
             Some((_, owner)) => pod_from_template(&document, *owner)
-                .ok_or_else(|| format!("{file}: {kind} {name} has no pod template"))?,
+                .ok_or_else(|| format!("{file}: {kind} {} has no pod template", echo(&name)))?,
             None => {
                 eprintln!(
-                    "{file}: skipping {kind} {name}: not a pod, a workload or an AdmissionReview"
+                    "{file}: skipping {} {}: not a pod, a workload or an AdmissionReview",
+                    echo(&kind),
+                    echo(&name)
                 );
                 return Ok(());
             }
@@ -229,9 +232,13 @@ fn add_document(
         .to_string();
     let uid = format!("00000000-0000-4000-8000-{:012}", cases.len() + 1);
     let label = if kind == "Pod" {
-        format!("{file}: Pod {namespace}/{name}")
+        format!("{file}: Pod {}/{}", echo(&namespace), echo(&name))
     } else {
-        format!("{file}: {kind} {namespace}/{name} (its pod template)")
+        format!(
+            "{file}: {kind} {}/{} (its pod template)",
+            echo(&namespace),
+            echo(&name)
+        )
     };
     cases.push(Case {
         label,
@@ -276,7 +283,7 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
     let pod = evaluation
         .pod
         .as_ref()
-        .map(|p| format!("{}/{}", evaluation.namespace, p.display_name()))
+        .map(|p| format!("{}/{}", echo(&evaluation.namespace), p.display_name()))
         .unwrap_or_else(|| "(not a pod creation)".into());
     let _ = writeln!(out, "{label}");
     let _ = writeln!(out, "  pod:       {pod}");

@@ -238,7 +238,8 @@ impl Checker {
         if text.trim().is_empty() {
             return Some(None);
         }
-        match node::parse(text) {
+        // A data value is read by this program only: YAML 1.2.
+        match node::parse(text, node::Booleans::Yaml12) {
             Ok(node) => Some(Some(node)),
             Err(e) => {
                 self.report(Severity::Error, "", e.position, e.message);

@@ -5,6 +5,10 @@
 use std::fmt;
 
 use super::node::Position;
+use crate::truncate::{self, echo, truncate};
+
+/// How much of a message is shown: its own words and a value echoed whole.
+const MESSAGE_LIMIT: usize = 2 * truncate::LIMIT;
 
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -52,13 +56,14 @@ impl fmt::Display for Diagnostic {
             f.write_str(" ")?;
         }
         write!(f, "{}: ", self.severity)?;
+        // Names, keys and values come from the profile: echoed bounded.
         if let Some(selector) = &self.selector {
-            write!(f, "selector {selector:?}: ")?;
+            write!(f, "selector {}: ", echo(&format!("{selector:?}")))?;
         }
         if !self.field.is_empty() {
-            write!(f, "{}: ", self.field)?;
+            write!(f, "{}: ", echo(&self.field))?;
         }
-        f.write_str(&self.message)
+        f.write_str(&truncate(&self.message, MESSAGE_LIMIT))
     }
 }
 

@@ -17,7 +17,10 @@ impl ProfileData {
                 message,
             }])
         };
-        let root = node::parse(manifest).map_err(|e| error(e.position, "", e.message))?;
+        // Read as kubectl reads it (YAML 1.1 booleans), so that what passes
+        // here also applies.
+        let root = node::parse(manifest, node::Booleans::Yaml11)
+            .map_err(|e| error(e.position, "", e.message))?;
         let Value::Mapping(fields) = &root.value else {
             return Err(error(
                 root.position,
@@ -78,6 +81,21 @@ impl ProfileData {
                 Value::String(s) => s.clone(),
                 // Go decodes a null into a string field as "".
                 Value::Null => String::new(),
+                Value::Bool(_)
+                    if let Some(word) = node::yaml_1_1_only_boolean(manifest, value.position) =>
+                {
+                    errors.extend(
+                        error(
+                            value.position,
+                            key,
+                            format!(
+                                "must be a string, found {word:?}, a YAML 1.1 boolean as kubectl reads it: quote it"
+                            ),
+                        )
+                        .0,
+                    );
+                    continue;
+                }
                 other => {
                     errors.extend(
                         error(

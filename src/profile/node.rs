@@ -79,11 +79,23 @@ pub struct SyntaxError {
     pub position: Position,
 }
 
+/// Which plain scalars are booleans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Booleans {
+    /// YAML 1.2's core schema: `true` and `false` only (also `True`, `TRUE`,
+    /// `False`, `FALSE`); `y`, `yes`, `on`, ... are strings.
+    Yaml12,
+    /// YAML 1.1's as well (`y`, `yes`, `on`, `n`, `no`, `off` in any case):
+    /// how kubectl reads a manifest.
+    Yaml11,
+}
+
 /// Parses YAML or JSON text into a [`Node`] tree.
 ///
 /// Text that starts like JSON (`[` or `{`) must be strict JSON, as Alibaba
-/// Cloud's own eci-profile reads it; anything else is read as YAML 1.2.
-pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+/// Cloud's own eci-profile reads it; anything else is read as YAML 1.2,
+/// with `booleans` deciding which plain scalars are booleans.
+pub fn parse(text: &str, booleans: Booleans) -> Result<Node, SyntaxError> {
     let trimmed = text.trim_start();
     let looks_like_json = trimmed.starts_with('[') || trimmed.starts_with('{');
     if looks_like_json && let Err(e) = serde_json::from_str::<de::IgnoredAny>(text) {
@@ -101,13 +113,37 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
             },
         });
     }
-    serde_saphyr::from_str::<Node>(text).map_err(|e| SyntaxError {
+    let options = serde_saphyr::options! {
+        strict_booleans: booleans == Booleans::Yaml12,
+    };
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| SyntaxError {
         message: format!(
             "invalid YAML: {}",
             first_line(&e.without_snippet().to_string())
         ),
         position: e.location().map(Position::from).unwrap_or_default(),
     })
+}
+
+/// The plain scalar at `position` in `text` when it spells a boolean of
+/// YAML 1.1 only (`yes`, `on`, `n`, ...): where a [`Booleans::Yaml11`]
+/// reading differs from YAML 1.2's, for messages.
+pub fn yaml_1_1_only_boolean(text: &str, position: Position) -> Option<&str> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(position.line).ok()?.checked_sub(1)?)?;
+    let start = line
+        .char_indices()
+        .nth(usize::try_from(position.column).ok()?.checked_sub(1)?)?
+        .0;
+    let word = line[start..]
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '}' | ']' | '#'))
+        .next()?;
+    const YAML_1_1_ONLY: &[&str] = &["y", "yes", "on", "n", "no", "off"];
+    YAML_1_1_ONLY
+        .iter()
+        .any(|b| word.eq_ignore_ascii_case(b))
+        .then_some(word)
 }
 
 fn first_line(s: &str) -> &str {
@@ -196,7 +232,11 @@ mod tests {
 
     #[test]
     fn json_positions_are_kept() {
-        let node = parse("[\n  {\"name\": \"a\",\n   \"priority\": 3}\n]").unwrap();
+        let node = parse(
+            "[\n  {\"name\": \"a\",\n   \"priority\": 3}\n]",
+            Booleans::Yaml12,
+        )
+        .unwrap();
         let Value::Sequence(items) = &node.value else {
             panic!("not a sequence: {node:?}")
         };
@@ -212,20 +252,24 @@ mod tests {
 
     #[test]
     fn yaml_is_accepted() {
-        let node = parse("- name: a\n  effect:\n    labels: {x: \"y\"}\n").unwrap();
+        let node = parse(
+            "- name: a\n  effect:\n    labels: {x: \"y\"}\n",
+            Booleans::Yaml12,
+        )
+        .unwrap();
         assert!(matches!(node.value, Value::Sequence(ref v) if v.len() == 1));
     }
 
     #[test]
     fn strict_json_errors_have_positions() {
-        let err = parse("[\n {\"name\": \"a\",}\n]").unwrap_err();
+        let err = parse("[\n {\"name\": \"a\",}\n]", Booleans::Yaml12).unwrap_err();
         assert!(err.message.starts_with("invalid JSON"), "{err:?}");
         assert_eq!(err.position.line, 2);
     }
 
     #[test]
     fn yaml_errors_have_positions() {
-        let err = parse("- name: a\n  effect: [unclosed\n").unwrap_err();
+        let err = parse("- name: a\n  effect: [unclosed\n", Booleans::Yaml12).unwrap_err();
         assert!(err.message.starts_with("invalid YAML"), "{err:?}");
         assert!(err.position.is_known(), "{err:?}");
     }

@@ -124,7 +124,10 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     if !span.is_disabled() {
         span.record("uid", reviewed.uid.as_str());
         span.record("operation", reviewed.operation.as_str());
-        span.record("namespace", evaluation.namespace.as_str());
+        span.record(
+            "namespace",
+            crate::truncate::echo(&evaluation.namespace).as_ref(),
+        );
         if let Some(pod) = &evaluation.pod {
             span.record("pod", pod.display_name().as_str());
         }
@@ -149,7 +152,7 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     } else {
         tracing::info!(
             uid = reviewed.uid.as_str(),
-            namespace = evaluation.namespace.as_str(),
+            namespace = crate::truncate::echo(&evaluation.namespace).as_ref(),
             pod = evaluation.pod.as_ref().map(|p| p.display_name()).as_deref(),
             decision = decision.outcome.as_str(),
             rules = decision.applied.join(",").as_str(),

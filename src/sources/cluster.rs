@@ -320,7 +320,8 @@ impl ProfileFollower {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(note, 1024)),
+            // An Event's note is limited to 1 kB.
+            note: Some(crate::truncate::truncate(&note, 1024).into_owned()),
             action: "LoadProfile".into(),
             secondary: None,
         };
@@ -328,17 +329,4 @@ impl ProfileFollower {
             tracing::warn!(error = %e, reason, "cannot emit the Event");
         }
     }
-}
-
-/// At most `limit` bytes (an Event's note is limited to 1 kB), on a char boundary.
-fn truncate(mut s: String, limit: usize) -> String {
-    if s.len() > limit {
-        let mut end = limit - 3;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push_str("...");
-    }
-    s
 }

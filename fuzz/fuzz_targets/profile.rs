@@ -1,0 +1,34 @@
+//! Profile bytes to a compiled profile (a ConfigMap manifest, else the text
+//! of `selectors`), then decisions on the captured requests with it.
+#![no_main]
+
+use eci_profile::profile::{self, ProfileData};
+use eci_profile::review::Context;
+use eci_profile_fuzz::{EXCLUSIONS, FIXTURE_REQUESTS, NAMESPACES, check_diagnostics, check_review};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|bytes: &[u8]| {
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return;
+    };
+    let data = match ProfileData::from_manifest("profile.yaml", text) {
+        Ok(data) => data,
+        Err(diagnostics) => {
+            check_diagnostics(&diagnostics);
+            ProfileData::from_map([("selectors".to_string(), text.to_string())])
+        }
+    };
+    let compiled = profile::compile(&data);
+    check_diagnostics(&compiled.diagnostics);
+    let Some(profile) = compiled.profile else {
+        return;
+    };
+    let context = Context {
+        profile: &profile,
+        exclusions: &EXCLUSIONS,
+        namespaces: &*NAMESPACES,
+    };
+    for body in FIXTURE_REQUESTS.iter() {
+        check_review(body, context);
+    }
+});
