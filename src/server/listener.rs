@@ -259,36 +259,34 @@ async fn http<I>(
             }
         })
     };
+    let watch = Watch {
+        protocol,
+        phase: &phase,
+        limits,
+        stage,
+    };
     let ended = match protocol {
         Protocol::Http1 => {
             let connection = shared.http1.serve_connection(io, service);
-            drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                protocol,
-                &phase,
-                limits,
-                stage,
-            )
-            .await
+            drive(connection, |c| c.graceful_shutdown(), watch).await
         }
         Protocol::Http2 => {
             let connection = shared.http2.serve_connection(io, service);
-            drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                protocol,
-                &phase,
-                limits,
-                stage,
-            )
-            .await
+            drive(connection, |c| c.graceful_shutdown(), watch).await
         }
     };
     if let Err(e) = ended {
         refusal(shared, &e);
         tracing::debug!(listener = shared.name, %peer, error = %e, "connection ended");
     }
+}
+
+/// What decides when a connection is asked to close.
+struct Watch<'a> {
+    protocol: Protocol,
+    phase: &'a Phase,
+    limits: Limits,
+    stage: watch::Receiver<Stage>,
 }
 
 /// Polls `connection` to its end, closing it gracefully when the drain asks
@@ -298,11 +296,14 @@ async fn http<I>(
 async fn drive<C: Future<Output = hyper::Result<()>>>(
     connection: C,
     close_gracefully: impl FnOnce(Pin<&mut C>),
-    protocol: Protocol,
-    phase: &Phase,
-    limits: Limits,
-    mut stage: watch::Receiver<Stage>,
+    watch: Watch<'_>,
 ) -> hyper::Result<()> {
+    let Watch {
+        protocol,
+        phase,
+        limits,
+        mut stage,
+    } = watch;
     let mut connection = pin!(connection);
     let close_at = match protocol {
         Protocol::Http1 => Stage::Closing,
