@@ -78,6 +78,8 @@ pub struct Metrics {
     pub certificate_expiry: Gauge,
     pub http_refusals: Family<RefusalLabels, Counter>,
     pub tls_handshake_failures: Family<ReasonLabels, Counter>,
+    pub buffered_request_bytes: Gauge,
+    pub large_decisions_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -150,6 +152,18 @@ impl Default for Metrics {
             "TLS handshakes on the webhook port that failed, by reason",
             tls_handshake_failures.clone(),
         );
+        let buffered_request_bytes = Gauge::default();
+        registry.register(
+            "buffered_request_bytes",
+            "Bytes of request bodies held now (reserved from Content-Length, else as read), against --max-buffered-bytes",
+            buffered_request_bytes.clone(),
+        );
+        let large_decisions_in_flight = Gauge::default();
+        registry.register(
+            "large_decisions_in_flight",
+            "Large request bodies being read and decided now, against --max-large-decisions",
+            large_decisions_in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -163,6 +177,8 @@ impl Default for Metrics {
             certificate_expiry,
             http_refusals,
             tls_handshake_failures,
+            buffered_request_bytes,
+            large_decisions_in_flight,
         }
     }
 }
