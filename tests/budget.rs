@@ -112,7 +112,8 @@ async fn large_bodies_held_open_get_503_past_the_budget() {
     .await;
     assert_ordinary_served(&report);
     assert_under_the_memory_limit(&server, &report);
-    // 3/4 of the 32 MiB budget for large bodies: 6 are read, the others are
+    // 3/4 of the 32 MiB budget for large bodies: 6 are read (5 when an
+    // ordinary request holds its few bytes at that moment), the others are
     // refused as soon as their headers are in.
     let open = report
         .held
@@ -127,7 +128,7 @@ async fn large_bodies_held_open_get_503_past_the_budget() {
             _ => None,
         })
         .collect();
-    assert_eq!(open, 6, "{:?}", report.held);
+    assert!((5..=6).contains(&open), "{:?}", report.held);
     assert_eq!(refused.len(), connections - open, "{:?}", report.held);
     let slowest = refused.iter().max().unwrap();
     assert!(*slowest < Duration::from_secs(2), "503 after {slowest:?}");

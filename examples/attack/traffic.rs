@@ -386,6 +386,7 @@ pub async fn run(
 ) -> Report {
     let target = server.target();
     let until = Instant::now() + duration;
+    let attacker = target.clone();
     let mut held = Vec::new();
     let mut heavy = Vec::new();
     match attack {
@@ -393,7 +394,7 @@ pub async fn run(
         Attack::HeldBodies { connections, size } => {
             let large = Bytes::from(vec![b' '; size]);
             for _ in 0..connections {
-                let (target, large) = (target.clone(), large.clone());
+                let (target, large) = (attacker.clone(), large.clone());
                 held.push(tokio::spawn(async move {
                     target.withhold_last_byte(large, duration).await
                 }));
@@ -402,7 +403,7 @@ pub async fn run(
         Attack::Labels { clients, labels } => {
             let large = with_labels(&body, labels);
             for _ in 0..clients {
-                let (target, large) = (target.clone(), large.clone());
+                let (target, large) = (attacker.clone(), large.clone());
                 heavy.push(tokio::spawn(async move {
                     let mut statuses = Vec::new();
                     while Instant::now() < until {
@@ -426,59 +427,36 @@ pub async fn run(
             }
         }
     }
-    let mut clients = Vec::new();
-    for _ in 0..connections {
-        let (target, body, expected) = (target.clone(), body.clone(), expected.clone());
-        clients.push(tokio::spawn(async move {
+    // On their own thread and runtime, as the API server would be on its own
+    // machine: their latencies are the server's, not the attackers' queue's.
+    let ordinary = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async move {
+            let clients: Vec<_> = (0..connections)
+                .map(|_| {
+                    let client = ordinary_client(
+                        target.clone(),
+                        body.clone(),
+                        expected.clone(),
+                        pause,
+                        until,
+                    );
+                    tokio::spawn(client)
+                })
+                .collect();
             let mut outcomes = Vec::new();
-            let mut connection = None;
-            while Instant::now() < until {
-                let started = Instant::now();
-                if connection.is_none() {
-                    match target.ordinary().await {
-                        Ok(c) => connection = Some(c),
-                        Err(e) => {
-                            outcomes.push(Outcome {
-                                status: None,
-                                took: started.elapsed(),
-                                correct: false,
-                                error: Some(format!("connect: {e}")),
-                            });
-                            continue;
-                        }
-                    }
-                }
-                let answer = connection
-                    .as_mut()
-                    .expect("connected")
-                    .post(body.clone())
-                    .await;
-                outcomes.push(match answer {
-                    Ok(answer) => Outcome {
-                        status: Some(answer.status),
-                        took: started.elapsed(),
-                        correct: answer.status == 200 && answer.body == expected,
-                        error: None,
-                    },
-                    Err(e) => {
-                        connection = None;
-                        Outcome {
-                            status: None,
-                            took: started.elapsed(),
-                            correct: false,
-                            error: Some(e),
-                        }
-                    }
-                });
-                tokio::time::sleep(pause).await;
+            for client in clients {
+                outcomes.extend(client.await.expect("an ordinary client"));
             }
             outcomes
-        }));
-    }
-    let mut ordinary = Vec::new();
-    for client in clients {
-        ordinary.extend(client.await.expect("an ordinary client"));
-    }
+        })
+    });
+    let ordinary = tokio::task::spawn_blocking(move || ordinary.join().expect("ordinary clients"))
+        .await
+        .expect("ordinary clients");
     let peak_kib = server.memory_kib().0;
     let mut held_outcomes = Vec::new();
     for h in held {
@@ -494,4 +472,59 @@ pub async fn run(
         heavy: statuses,
         peak_kib,
     }
+}
+
+/// One kept-alive client sending `body` until `until`, pausing `pause`
+/// between two requests; reconnects after a failure.
+async fn ordinary_client(
+    target: Target,
+    body: Bytes,
+    expected: Bytes,
+    pause: Duration,
+    until: Instant,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut connection = None;
+    while Instant::now() < until {
+        let started = Instant::now();
+        if connection.is_none() {
+            match target.ordinary().await {
+                Ok(c) => connection = Some(c),
+                Err(e) => {
+                    outcomes.push(Outcome {
+                        status: None,
+                        took: started.elapsed(),
+                        correct: false,
+                        error: Some(format!("connect: {e}")),
+                    });
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+        }
+        let answer = connection
+            .as_mut()
+            .expect("connected")
+            .post(body.clone())
+            .await;
+        outcomes.push(match answer {
+            Ok(answer) => Outcome {
+                status: Some(answer.status),
+                took: started.elapsed(),
+                correct: answer.status == 200 && answer.body == expected,
+                error: None,
+            },
+            Err(e) => {
+                connection = None;
+                Outcome {
+                    status: None,
+                    took: started.elapsed(),
+                    correct: false,
+                    error: Some(e),
+                }
+            }
+        });
+        tokio::time::sleep(pause).await;
+    }
+    outcomes
 }
