@@ -9,8 +9,10 @@
 //!   ones hold all they may.
 //! - **Large decisions**: reading a large body into a pod view and deciding
 //!   on it costs CPU and memory in proportion to its size, so large bodies are
-//!   decided a few at a time ([`Limits::max_large_decisions`]), on the
-//!   blocking pool, never on the async workers that serve small requests.
+//!   decided a few at a time ([`Limits::max_large_decisions`]), on threads of
+//!   their own, never on the async workers that serve small requests. Always
+//!   the same threads: the memory one decision frees is reused by the next
+//!   (a new thread would get a malloc arena of its own, and keep it).
 //!
 //! A request that cannot get its bytes, or waits too long for a decision
 //! slot, is answered 503 with `Retry-After`, and counted.
@@ -19,7 +21,9 @@
 //! reserving is one atomic add (and a subtraction when it does not fit),
 //! releasing one atomic subtraction.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,24 +49,39 @@ pub struct Budget {
     large_body: usize,
     decisions: Arc<Semaphore>,
     decisions_in_flight: Gauge,
+    /// Work for the decision threads; they stop when the budget is dropped.
+    deciders: Sender<Job>,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 impl Budget {
     /// The budget `limits` set, reported in `metrics`.
     pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
         let total = i64::try_from(limits.max_buffered_bytes).unwrap_or(i64::MAX);
+        let slots = limits.max_large_decisions.max(1);
+        let (deciders, jobs) = std::sync::mpsc::channel();
+        let jobs = Arc::new(Mutex::new(jobs));
+        for _ in 0..slots {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name("large-decisions".into())
+                .spawn(move || decide_until_closed(&jobs))
+                .expect("cannot start a decision thread");
+        }
         Self {
             held: metrics.buffered_request_bytes.clone(),
             total,
             large_total: total - total / 4,
             large_body: limits.large_body_bytes,
-            decisions: Arc::new(Semaphore::new(limits.max_large_decisions.max(1))),
+            decisions: Arc::new(Semaphore::new(slots)),
             decisions_in_flight: metrics.large_decisions_in_flight.clone(),
+            deciders,
         }
     }
 
     /// Whether a body of `bytes` is large: held within the large share and
-    /// decided on the blocking pool.
+    /// decided on the decision threads.
     pub fn is_large(&self, bytes: usize) -> bool {
         bytes > self.large_body
     }
@@ -114,6 +133,34 @@ impl Budget {
             _permit: permit,
             in_flight: self.decisions_in_flight.clone(),
         })
+    }
+}
+
+impl Budget {
+    /// Runs `job` on a decision thread (hold a [`DecisionSlot`] first: with
+    /// one, a thread is free); `None` if it panicked.
+    pub async fn on_decision_thread<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        self.deciders.send(job).ok()?;
+        answered.await.ok()
+    }
+}
+
+/// A decision thread: runs jobs until the budget is gone.
+fn decide_until_closed(jobs: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match jobs.lock().unwrap_or_else(|e| e.into_inner()).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        // A panic is the job's answer (none); the thread stays.
+        let _ = std::panic::catch_unwind(AssertUnwindSafe(job));
     }
 }
 
@@ -303,6 +350,18 @@ mod tests {
         assert_eq!(budget.held(), 300 * KIB as i64);
         std::thread::spawn(move || drop(owned)).join().unwrap();
         assert_eq!(budget.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn large_decisions_run_on_the_same_thread_of_their_own() {
+        let (budget, _) = budget(1024 * KIB, 64 * KIB, 1);
+        let thread = || std::thread::current().id();
+        let first = budget.on_decision_thread(thread).await.unwrap();
+        assert_ne!(first, thread());
+        assert_eq!(budget.on_decision_thread(thread).await, Some(first));
+        let panicked = budget.on_decision_thread(|| panic!("a bug")).await;
+        assert_eq!(panicked, None::<()>);
+        assert_eq!(budget.on_decision_thread(thread).await, Some(first));
     }
 
     #[tokio::test]

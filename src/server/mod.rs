@@ -38,7 +38,7 @@ pub struct Limits {
     /// [`budget`]); a quarter is kept for bodies up to `large_body_bytes`.
     pub max_buffered_bytes: usize,
     /// Bodies over this size are large: held within three quarters of
-    /// `max_buffered_bytes` and decided on the blocking pool.
+    /// `max_buffered_bytes` and decided on threads of their own.
     pub large_body_bytes: usize,
     /// Large bodies decided at once.
     pub max_large_decisions: usize,

@@ -130,7 +130,7 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
         return decide(state, request, &span);
     }
 
-    // A large body: read and decided on the blocking pool, a few at a time,
+    // A large body: read and decided on a decision thread, a few at a time,
     // so that the async workers keep serving small requests.
     let wait = DECISION_WAIT.min(deadline.saturating_sub(started.elapsed()));
     let Some(slot) = webhook.budget.decision_slot(wait).await else {
@@ -143,7 +143,7 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
     let held = (slot, reservation.into_owned(webhook.budget.clone()));
     let shared = webhook.clone();
     let runtime = tokio::runtime::Handle::current();
-    let decided = tokio::task::spawn_blocking(move || {
+    let decision = webhook.budget.on_decision_thread(move || {
         let _held = held;
         let _entered = span.enter();
         let state = &*shared.state;
@@ -154,17 +154,17 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
         if let Some(namespace) = unknown_namespace(state, &request) {
             let remaining = deadline.saturating_sub(started.elapsed());
             let fetch = state.namespaces.fetch(namespace);
-            let _ = runtime.block_on(tokio::time::timeout(remaining, fetch));
+            // The timer is made inside the runtime (this thread is not one of its own).
+            let _ = runtime.block_on(async { tokio::time::timeout(remaining, fetch).await });
         }
         decide(state, request, &span)
-    })
-    .await;
-    decided.unwrap_or_else(|e| {
+    });
+    decision.await.unwrap_or_else(|| {
         refuse(
             state,
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("deciding failed: {e}"),
+            "deciding failed".into(),
         )
     })
 }
