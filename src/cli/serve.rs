@@ -135,6 +135,12 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(args.log_format);
     tls::install_default_provider();
+    if args.max_body_bytes > args.max_buffered_bytes / 4 * 3 {
+        return Err(format!(
+            "--max-buffered-bytes {} cannot hold a body of --max-body-bytes {}: large bodies may use three quarters of it",
+            args.max_buffered_bytes, args.max_body_bytes
+        ));
+    }
 
     let in_cluster = args.kubeconfig.is_some()
         || args.profile_configmap.is_some()
@@ -176,12 +182,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         idle_timeout: args.idle_timeout,
         ..Limits::default()
     };
-    if limits.max_body_bytes > limits.max_buffered_bytes / 4 * 3 {
-        return Err(format!(
-            "--max-buffered-bytes {} cannot hold a body of --max-body-bytes {}: large bodies may use three quarters of it",
-            limits.max_buffered_bytes, limits.max_body_bytes
-        ));
-    }
     server::budget::tune_allocator(&limits);
     let options = server::Options {
         listen: args.listen,
