@@ -23,7 +23,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,8 +49,10 @@ pub struct Budget {
     large_body: usize,
     decisions: Arc<Semaphore>,
     decisions_in_flight: Gauge,
-    /// Work for the decision threads; they stop when the budget is dropped.
-    deciders: Sender<Job>,
+    /// Work for the decision threads, started with the first large body;
+    /// they stop when the budget is dropped.
+    deciders: OnceLock<Sender<Job>>,
+    slots: usize,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -60,15 +62,6 @@ impl Budget {
     pub fn new(limits: &Limits, metrics: &Metrics) -> Self {
         let total = i64::try_from(limits.max_buffered_bytes).unwrap_or(i64::MAX);
         let slots = limits.max_large_decisions.max(1);
-        let (deciders, jobs) = std::sync::mpsc::channel();
-        let jobs = Arc::new(Mutex::new(jobs));
-        for _ in 0..slots {
-            let jobs = jobs.clone();
-            std::thread::Builder::new()
-                .name("large-decisions".into())
-                .spawn(move || decide_until_closed(&jobs))
-                .expect("cannot start a decision thread");
-        }
         Self {
             held: metrics.buffered_request_bytes.clone(),
             total,
@@ -76,7 +69,8 @@ impl Budget {
             large_body: limits.large_body_bytes,
             decisions: Arc::new(Semaphore::new(slots)),
             decisions_in_flight: metrics.large_decisions_in_flight.clone(),
-            deciders,
+            deciders: OnceLock::new(),
+            slots,
         }
     }
 
@@ -147,9 +141,24 @@ impl Budget {
         let job: Job = Box::new(move || {
             let _ = answer.send(job());
         });
-        self.deciders.send(job).ok()?;
+        let deciders = self.deciders.get_or_init(|| start_deciders(self.slots));
+        deciders.send(job).ok()?;
         answered.await.ok()
     }
+}
+
+/// Starts `count` decision threads; they stop when the sender is dropped.
+fn start_deciders(count: usize) -> Sender<Job> {
+    let (deciders, jobs) = std::sync::mpsc::channel();
+    let jobs = Arc::new(Mutex::new(jobs));
+    for _ in 0..count {
+        let jobs = jobs.clone();
+        std::thread::Builder::new()
+            .name("large-decisions".into())
+            .spawn(move || decide_until_closed(&jobs))
+            .expect("cannot start a decision thread");
+    }
+    deciders
 }
 
 /// A decision thread: runs jobs until the budget is gone.
