@@ -79,6 +79,8 @@ pub struct Metrics {
     pub http_refusals: Family<RefusalLabels, Counter>,
     pub tls_handshake_failures: Family<ReasonLabels, Counter>,
     pub ca_bundle_updates: Family<ResultLabels, Counter>,
+    pub buffered_request_bytes: Gauge,
+    pub large_decisions_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -157,6 +159,18 @@ impl Default for Metrics {
             "Self-signed mode: this replica's CA added again to the webhook configuration's caBundle after it was found missing (success), or a check or update of it that failed (failure)",
             ca_bundle_updates.clone(),
         );
+        let buffered_request_bytes = Gauge::default();
+        registry.register(
+            "buffered_request_bytes",
+            "Bytes of request bodies held now (reserved from Content-Length, else as read), against --max-buffered-bytes",
+            buffered_request_bytes.clone(),
+        );
+        let large_decisions_in_flight = Gauge::default();
+        registry.register(
+            "large_decisions_in_flight",
+            "Large request bodies being read and decided now, against --max-large-decisions",
+            large_decisions_in_flight.clone(),
+        );
         Self {
             registry,
             requests,
@@ -171,6 +185,8 @@ impl Default for Metrics {
             http_refusals,
             tls_handshake_failures,
             ca_bundle_updates,
+            buffered_request_bytes,
+            large_decisions_in_flight,
         }
     }
 }

@@ -347,6 +347,34 @@ fn serve_refuses_an_invalid_profile_at_start() {
 }
 
 #[test]
+fn serve_refuses_a_body_budget_that_cannot_hold_one_largest_body() {
+    let out = bin()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .env("ECI_PROFILE_MAX_BUFFERED_BYTES", "4194304")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "--max-buffered-bytes 4194304 cannot hold a body of --max-body-bytes 4194304"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = bin()
+        .args(["serve", "--max-large-decisions", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
 fn certs_command_writes_a_cert_manager_style_secret() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("tls");

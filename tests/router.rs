@@ -152,3 +152,95 @@ async fn admin_endpoints() {
     );
     assert!(body.contains("eci_profile_profile_selectors 4"), "{body}");
 }
+
+/// The answer `eci-profile check -o review` gives.
+fn expected_review(body: &[u8]) -> String {
+    let profile = Profile::embedded_default();
+    let context = eci_profile::review::Context {
+        profile: &profile,
+        exclusions: &Exclusions::default(),
+        namespaces: &StaticNamespaces::default(),
+    };
+    String::from_utf8(eci_profile::review::review(body, context).unwrap().response).unwrap()
+}
+
+#[tokio::test]
+async fn bodies_are_read_whole_however_they_come() {
+    let router = webhook::router(state(4 << 20));
+    // The typical pod, and the 139 KB one (a large body, decided off the
+    // request workers), with a Content-Length or streamed in pieces.
+    for name in ["create-deployment-pod", "create-large-pod"] {
+        let body = admission_fixture(name);
+        let expected = expected_review(&body);
+        let declared = Request::post("/mutate")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body.clone()))
+            .unwrap();
+        for request in [declared, post("/mutate", chunked(body.clone()))] {
+            let (status, _, answer) = call(router.clone(), request).await;
+            assert_eq!(status, StatusCode::OK, "{name}: {answer}");
+            assert_eq!(answer, expected, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn past_the_body_budget_large_bodies_get_503_and_small_ones_are_served() {
+    // 400 KiB in all: large bodies may hold 300 KiB.
+    let state = Arc::new(State::new(
+        Profile::embedded_default(),
+        Arc::new(StaticNamespaces::default()),
+        Exclusions::default(),
+        Limits {
+            max_buffered_bytes: 400 * 1024,
+            ..Limits::default()
+        },
+    ));
+    let router = webhook::router(state.clone());
+    // A client declaring 250 KiB and sending nothing yet.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let holding = Request::post("/mutate")
+        .header(header::CONTENT_LENGTH, 250 * 1024)
+        .body(Body::from_stream(stream))
+        .unwrap();
+    let held = tokio::spawn(router.clone().oneshot(holding));
+    while state.metrics.buffered_request_bytes.get() < 250 * 1024 {
+        tokio::task::yield_now().await;
+    }
+
+    let large = admission_fixture("create-large-pod");
+    let declared = |body: &[u8]| {
+        Request::post("/mutate")
+            .header(header::CONTENT_LENGTH, body.len())
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    };
+    let response = router.clone().oneshot(declared(&large)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    // Streamed, it is refused once it outgrows the large share.
+    let (status, _, _) = call(router.clone(), post("/mutate", chunked(large.clone()))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let small = admission_fixture("create-deployment-pod");
+    let (status, _, answer) = call(router.clone(), declared(&small)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer, expected_review(&small));
+    assert!(
+        state.metrics.encode().contains(
+            r#"eci_profile_http_refusals_total{listener="webhook",status="503",reason="body-budget"} 2"#
+        ),
+        "{}",
+        state.metrics.encode()
+    );
+
+    // The holder gives up: its bytes are given back.
+    drop(tx);
+    let response = held.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(state.metrics.buffered_request_bytes.get(), 0);
+    let (status, _, _) = call(router, declared(&large)).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -83,6 +83,15 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes
     #[arg(long, env = "ECI_PROFILE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     max_body_bytes: usize,
+    /// Request body bytes held at once by all requests together; a quarter is kept for bodies up to --large-body-bytes, and a request that does not fit gets 503
+    #[arg(long, env = "ECI_PROFILE_MAX_BUFFERED_BYTES", default_value_t = Limits::default().max_buffered_bytes)]
+    max_buffered_bytes: usize,
+    /// Bodies over this size are large: held within three quarters of --max-buffered-bytes and decided off the request workers
+    #[arg(long, env = "ECI_PROFILE_LARGE_BODY_BYTES", default_value_t = Limits::default().large_body_bytes)]
+    large_body_bytes: usize,
+    /// Large bodies decided at once; others wait up to 1 s, then get 503
+    #[arg(long, env = "ECI_PROFILE_MAX_LARGE_DECISIONS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    max_large_decisions: u16,
     /// Upper bound to receive and answer a request (the API server's ?timeout= may lower it)
     #[arg(long, env = "ECI_PROFILE_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration)]
     request_timeout: Duration,
@@ -129,6 +138,12 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(args.log_format);
     tls::install_default_provider();
+    if args.max_body_bytes > args.max_buffered_bytes / 4 * 3 {
+        return Err(format!(
+            "--max-buffered-bytes {} cannot hold a body of --max-body-bytes {}: large bodies may use three quarters of it",
+            args.max_buffered_bytes, args.max_body_bytes
+        ));
+    }
 
     let in_cluster = args.kubeconfig.is_some()
         || args.profile_configmap.is_some()
@@ -162,12 +177,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
+        max_buffered_bytes: args.max_buffered_bytes,
+        large_body_bytes: args.large_body_bytes,
+        max_large_decisions: args.max_large_decisions.into(),
         request_timeout: args.request_timeout,
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
         max_connections: args.max_connections,
         ..Limits::default()
     };
+    server::budget::tune_allocator(&limits);
     let options = server::Options {
         listen: args.listen,
         admin_listen: args.admin_listen,

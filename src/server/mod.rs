@@ -6,6 +6,7 @@
 //!   certificate and profile files, and drains on shutdown.
 
 pub mod admin;
+pub mod budget;
 pub mod cluster;
 pub mod listener;
 pub mod timeouts;
@@ -34,6 +35,14 @@ use crate::tls::{self, CertificateStore, Reload};
 pub struct Limits {
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Request body bytes held at once, by all requests together (see
+    /// [`budget`]); a quarter is kept for bodies up to `large_body_bytes`.
+    pub max_buffered_bytes: usize,
+    /// Bodies over this size are large: held within three quarters of
+    /// `max_buffered_bytes` and decided on threads of their own.
+    pub large_body_bytes: usize,
+    /// Large bodies decided at once.
+    pub max_large_decisions: usize,
     /// Upper bound for reading a request body and answering it (the API
     /// server's `?timeout=` lowers it further).
     pub request_timeout: Duration,
@@ -57,6 +66,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 4 * 1024 * 1024,
+            max_buffered_bytes: 32 * 1024 * 1024,
+            large_body_bytes: 64 * 1024,
+            max_large_decisions: 1,
             request_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(120),

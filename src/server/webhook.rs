@@ -5,29 +5,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State as Extract};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use http_body_util::BodyExt as _;
 use tracing::{Instrument as _, field};
 
 use super::State;
+use super::budget::{Budget, DECISION_WAIT, Reservation};
 use crate::decision::{Outcome, SkipReason};
 use crate::metrics::status_label;
-use crate::review::{self, Context};
+use crate::review::{self, AdmissionRequest, Context};
+
+/// What the webhook's handlers share.
+struct Webhook {
+    state: Arc<State>,
+    budget: Arc<Budget>,
+}
 
 /// The webhook's routes; unknown paths get 404, other methods 405.
 pub fn router(state: Arc<State>) -> Router {
+    let budget = Arc::new(Budget::new(&state.limits, &state.metrics));
     Router::new()
         .route("/mutate", post(mutate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
+        .with_state(Arc::new(Webhook { state, budget }))
 }
 
-async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Response {
+async fn mutate(Extract(webhook): Extract<Arc<Webhook>>, request: Request) -> Response {
     // At debug: formatting its fields for every request would cost more than
     // deciding; the info events below carry the same fields themselves.
     let span = tracing::debug_span!(
@@ -40,8 +48,11 @@ async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Respon
         rules = field::Empty,
     );
     let started = Instant::now();
-    let response = answer(&state, request, span.clone()).instrument(span).await;
-    state
+    let response = answer(&webhook, request, span.clone())
+        .instrument(span)
+        .await;
+    webhook
+        .state
         .metrics
         .request_duration
         .observe(started.elapsed().as_secs_f64());
@@ -49,7 +60,9 @@ async fn mutate(Extract(state): Extract<Arc<State>>, request: Request) -> Respon
 }
 
 /// Answers `request`, recording what was decided in `span` (the request's).
-async fn answer(state: &State, request: Request, span: tracing::Span) -> Response {
+async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -> Response {
+    let state = &*webhook.state;
+    let started = Instant::now();
     let deadline = timeout_param(request.uri().query()).map_or(state.limits.request_timeout, |t| {
         t.min(state.limits.request_timeout)
     });
@@ -69,8 +82,15 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
         );
         return unread_body(refused, version);
     }
-    let body = Limited::new(request.into_body(), limit);
-    let bytes = match tokio::time::timeout(deadline, read(body)).await {
+    let declared = declared.map(|n| n as usize);
+    // The declared length is held up front: a body that would not fit is
+    // refused before a byte of it is read.
+    let Some(mut reservation) = webhook.budget.reserve(declared.unwrap_or(0)) else {
+        let refused = busy(state, "body-budget", "too many request bytes held");
+        return unread_body(refused, version);
+    };
+    let read = read(request.into_body(), declared, limit, &mut reservation);
+    let bytes = match tokio::time::timeout(deadline, read).await {
         Err(_) => {
             let refused = refuse(
                 state,
@@ -89,6 +109,10 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
             );
             return unread_body(refused, version);
         }
+        Ok(Err(BodyError::Budget)) => {
+            let refused = busy(state, "body-budget", "too many request bytes held");
+            return unread_body(refused, version);
+        }
         Ok(Err(BodyError::Read(e))) => {
             return refuse(
                 state,
@@ -101,17 +125,70 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
     };
     tracing::trace!(body = %String::from_utf8_lossy(&bytes), "request body");
 
-    let request = match review::parse_request(&bytes) {
-        Ok(request) => request,
-        Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
-    };
-    if request.is_pod_create()
-        && let Some(namespace) = request.pod_namespace()
-        && state.namespaces.labels(namespace).is_none()
-    {
-        // A namespace created a moment ago: ask once, within the deadline.
-        let _ = tokio::time::timeout(deadline, state.namespaces.fetch(namespace)).await;
+    if !webhook.budget.is_large(bytes.len()) {
+        let request = match review::parse_request(&bytes) {
+            Ok(request) => request,
+            Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+        };
+        if let Some(namespace) = unknown_namespace(state, &request) {
+            // A namespace created a moment ago: ask once, within the deadline.
+            let _ = tokio::time::timeout(deadline, state.namespaces.fetch(namespace)).await;
+        }
+        return decide(state, request, &span);
     }
+
+    // A large body: read and decided on a decision thread, a few at a time,
+    // so that the async workers keep serving small requests.
+    let wait = DECISION_WAIT.min(deadline.saturating_sub(started.elapsed()));
+    let Some(slot) = webhook.budget.decision_slot(wait).await else {
+        return busy(
+            state,
+            "decision-budget",
+            "too many large requests being decided",
+        );
+    };
+    let held = (slot, reservation.into_owned(webhook.budget.clone()));
+    let shared = webhook.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let decision = webhook.budget.on_decision_thread(move || {
+        let _held = held;
+        let _entered = span.enter();
+        let state = &*shared.state;
+        let request = match review::parse_request(&bytes) {
+            Ok(request) => request,
+            Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+        };
+        if let Some(namespace) = unknown_namespace(state, &request) {
+            let remaining = deadline.saturating_sub(started.elapsed());
+            let fetch = state.namespaces.fetch(namespace);
+            // The timer is made inside the runtime (this thread is not one of its own).
+            let _ = runtime.block_on(async { tokio::time::timeout(remaining, fetch).await });
+        }
+        decide(state, request, &span)
+    });
+    decision.await.unwrap_or_else(|| {
+        refuse(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "deciding failed".into(),
+        )
+    })
+}
+
+/// The namespace of a pod CREATE whose labels are not known yet.
+fn unknown_namespace<'r>(state: &State, request: &'r AdmissionRequest<'_>) -> Option<&'r str> {
+    if !request.is_pod_create() {
+        return None;
+    }
+    request
+        .pod_namespace()
+        .filter(|namespace| state.namespaces.labels(namespace).is_none())
+}
+
+/// Decides on `request` and answers it, recording the decision in `span`,
+/// the metrics and the log.
+fn decide(state: &State, request: AdmissionRequest<'_>, span: &tracing::Span) -> Response {
     let profile = state.profile.get();
     let context = Context {
         profile: &profile,
@@ -169,13 +246,14 @@ async fn answer(state: &State, request: Request, span: tracing::Span) -> Respons
         .into_response()
 }
 
-async fn not_found(Extract(state): Extract<Arc<State>>) -> Response {
-    state.metrics.refused("webhook", "404", "not-found");
+async fn not_found(Extract(webhook): Extract<Arc<Webhook>>) -> Response {
+    webhook.state.metrics.refused("webhook", "404", "not-found");
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-async fn method_not_allowed(Extract(state): Extract<Arc<State>>) -> Response {
-    state
+async fn method_not_allowed(Extract(webhook): Extract<Arc<Webhook>>) -> Response {
+    webhook
+        .state
         .metrics
         .refused("webhook", "405", "method-not-allowed");
     (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n").into_response()
@@ -183,15 +261,74 @@ async fn method_not_allowed(Extract(state): Extract<Arc<State>>) -> Response {
 
 enum BodyError {
     TooLarge,
+    Budget,
     Read(String),
 }
 
-async fn read(body: Limited<Body>) -> Result<axum::body::Bytes, BodyError> {
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Err(e) => Err(BodyError::Read(e.to_string())),
+/// Reads the body into one buffer, within `limit` and `reservation`: a body
+/// that comes in one piece (the usual case) is kept as it came; else the
+/// buffer is sized from the declared length, or grown as the body comes, and
+/// the reservation grown to cover it first.
+async fn read(
+    mut body: Body,
+    declared: Option<usize>,
+    limit: usize,
+    reservation: &mut Reservation<'_>,
+) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        received += data.len();
+        if received > limit {
+            return Err(BodyError::TooLarge);
+        }
+        if first.is_none() && buffer.capacity() == 0 && declared.is_none_or(|n| n == received) {
+            if !reservation.cover(received) {
+                return Err(BodyError::Budget);
+            }
+            first = Some(data);
+            continue;
+        }
+        if buffer.capacity() < received {
+            let capacity = declared
+                .unwrap_or(0)
+                .max(buffer.capacity() * 2)
+                .min(limit)
+                .max(received);
+            if !reservation.cover(capacity) {
+                return Err(BodyError::Budget);
+            }
+            buffer.reserve_exact(capacity - buffer.len());
+        }
+        if let Some(first) = first.take() {
+            buffer.extend_from_slice(&first);
+        }
+        buffer.extend_from_slice(&data);
     }
+    Ok(match first {
+        Some(first) => first,
+        None => Bytes::from(buffer),
+    })
+}
+
+/// A 503 for a request over a budget: the API server may retry later (its
+/// `failurePolicy` decides about this one).
+fn busy(state: &State, reason: &'static str, message: &str) -> Response {
+    let mut response = refuse(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        reason,
+        format!("{message}: retry later"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// A plain-text error answer; the request counts as an error.
