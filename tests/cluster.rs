@@ -18,7 +18,7 @@ use axum::extract::{Path, RawQuery, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use common::admission_fixture;
+use common::{admission_fixture, serve_command, serving_addresses};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::NamespaceLookup as _;
 use eci_profile::profile::Profile;
@@ -1119,16 +1119,8 @@ async fn serve_in_cluster_mode_end_to_end() {
     )
     .unwrap();
     let tls = dir.path().join("tls");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eci-profile"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--shutdown-delay",
-            "0s",
-        ])
+    let mut child = serve_command(&tls.join("tls.crt"), &tls.join("tls.key"))
+        .args(["--shutdown-delay", "0s"])
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args([
@@ -1137,11 +1129,6 @@ async fn serve_in_cluster_mode_end_to_end() {
             "--pod-name",
             "eci-profile-abc",
         ])
-        .arg("--tls-cert")
-        .arg(tls.join("tls.crt"))
-        .arg("--tls-key")
-        .arg(tls.join("tls.key"))
-        .env("ECI_PROFILE_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -1153,16 +1140,13 @@ async fn serve_in_cluster_mode_end_to_end() {
             let _ = tx.send(line);
         }
     });
-    let serving = tokio::task::spawn_blocking(move || {
+    let (webhook_addr, admin_addr) = tokio::task::spawn_blocking(move || {
         rx.iter()
-            .find(|l| l.contains("\"serving\""))
+            .find_map(|line| serving_addresses(&line))
             .expect("the server starts")
     })
     .await
     .unwrap();
-    let log: Value = serde_json::from_str(&serving).unwrap();
-    let webhook_addr: SocketAddr = log["fields"]["webhook"].as_str().unwrap().parse().unwrap();
-    let admin_addr: SocketAddr = log["fields"]["admin"].as_str().unwrap().parse().unwrap();
 
     // The generated CA is in the webhook configuration's caBundle.
     let ca = std::fs::read_to_string(tls.join("ca.crt")).unwrap();

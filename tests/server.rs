@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{admission_fixture, fixture_namespaces};
+use common::{admission_fixture, fixture_namespaces, serve_command, serving_addresses};
 use eci_profile::decision::Exclusions;
 use eci_profile::profile::Profile;
 use eci_profile::review::{self, Context};
@@ -902,6 +902,13 @@ async fn service_client(
     tally: Arc<Tally>,
 ) {
     let body = Bytes::from(admission_fixture("create-deployment-pod"));
+    let request = || {
+        Request::post("/mutate?timeout=5s")
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .unwrap()
+    };
     while running.load(Ordering::Relaxed) {
         let addr = *endpoints.borrow();
         let Ok(stream) = client.connect(addr).await else {
@@ -910,90 +917,94 @@ async fn service_client(
             continue;
         };
         tally.redials.fetch_add(1, Ordering::Relaxed);
-        let request = || {
-            Request::post("/mutate?timeout=5s")
-                .header("host", "127.0.0.1")
-                .header("content-type", "application/json")
-                .body(Full::new(body.clone()))
-                .unwrap()
+        let Some(mut sender) = Sender::handshake(stream, client.http2).await else {
+            continue;
         };
-        // Each answer says whether the connection may be used again.
-        type Sent = Result<
-            hyper::Response<Incoming>,
-            hyper::client::conn::TrySendError<Request<Full<Bytes>>>,
-        >;
-        let answered = |sent: Sent| {
-            let tally = tally.clone();
-            async move {
-                let response = match sent {
-                    Ok(response) => response,
-                    Err(mut e) => {
-                        // Never written (the connection closed first), or a
-                        // stream refused unprocessed by GOAWAY (RFC 9113
-                        // section 8.7): clients send it again, on a new
-                        // connection. Anything else is a lost admission.
-                        if e.take_message().is_some() || refused_by_goaway(e.error()) {
-                            tally.retried.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            eprintln!("lost: {:?}", e.error());
-                            tally.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        return false;
-                    }
-                };
-                let close = response
-                    .headers()
-                    .get("connection")
-                    .is_some_and(|v| v == "close");
-                let ok = response.status() == StatusCode::OK;
-                let body = response.into_body().collect().await.map(|b| b.to_bytes());
-                match body {
-                    Ok(body) if ok && json(&body)["response"]["allowed"] == true => {
-                        tally.answered.fetch_add(1, Ordering::Relaxed);
-                        !close
-                    }
-                    other => {
-                        eprintln!("failed: status {ok}, {other:?}");
-                        tally.failed.fetch_add(1, Ordering::Relaxed);
-                        false
-                    }
-                }
+        // Closed by the server while idle, or after a GOAWAY (no new stream
+        // may be opened), before we wrote: dial again.
+        while running.load(Ordering::Relaxed) && sender.ready().await {
+            if !tally.answered(sender.send(request()).await).await {
+                break;
             }
-        };
-        if client.http2 {
-            let Ok((mut sender, conn)) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                    .await
-            else {
-                continue;
-            };
+            tokio::time::sleep(think).await;
+        }
+    }
+}
+
+/// What a client gets back for a request it tried to send.
+type Sent =
+    Result<hyper::Response<Incoming>, hyper::client::conn::TrySendError<Request<Full<Bytes>>>>;
+
+/// A client connection, either protocol.
+enum Sender {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    async fn handshake(stream: TlsStream<TcpStream>, http2: bool) -> Option<Self> {
+        let io = TokioIo::new(stream);
+        if http2 {
+            let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .ok()?;
             tokio::spawn(conn);
-            while running.load(Ordering::Relaxed) {
-                // After a GOAWAY no new stream may be opened: dial again.
-                if sender.ready().await.is_err() {
-                    break;
-                }
-                if !answered(sender.try_send_request(request()).await).await {
-                    break;
-                }
-                tokio::time::sleep(think).await;
-            }
+            Some(Sender::Http2(sender))
         } else {
-            let Ok((mut sender, conn)) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-            else {
-                continue;
-            };
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
             tokio::spawn(conn);
-            while running.load(Ordering::Relaxed) {
-                // Closed by the server while idle, before we wrote: dial again.
-                if sender.ready().await.is_err() {
-                    break;
+            Some(Sender::Http1(sender))
+        }
+    }
+
+    async fn ready(&mut self) -> bool {
+        match self {
+            Sender::Http1(s) => s.ready().await.is_ok(),
+            Sender::Http2(s) => s.ready().await.is_ok(),
+        }
+    }
+
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Sent {
+        match self {
+            Sender::Http1(s) => s.try_send_request(request).await,
+            Sender::Http2(s) => s.try_send_request(request).await,
+        }
+    }
+}
+
+impl Tally {
+    /// Counts what `sent` came to; whether its connection may be used again.
+    async fn answered(&self, sent: Sent) -> bool {
+        let response = match sent {
+            Ok(response) => response,
+            Err(mut e) => {
+                // Never written (the connection closed first), or a stream
+                // refused unprocessed by GOAWAY (RFC 9113 section 8.7):
+                // clients send it again, on a new connection. Anything else
+                // is a lost admission.
+                if e.take_message().is_some() || refused_by_goaway(e.error()) {
+                    self.retried.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    eprintln!("lost: {:?}", e.error());
+                    self.failed.fetch_add(1, Ordering::Relaxed);
                 }
-                if !answered(sender.try_send_request(request()).await).await {
-                    break;
-                }
-                tokio::time::sleep(think).await;
+                return false;
+            }
+        };
+        let close = response
+            .headers()
+            .get("connection")
+            .is_some_and(|v| v == "close");
+        let ok = response.status() == StatusCode::OK;
+        match response.into_body().collect().await.map(|b| b.to_bytes()) {
+            Ok(body) if ok && json(&body)["response"]["allowed"] == true => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                !close
+            }
+            other => {
+                eprintln!("failed: status {ok}, {other:?}");
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
     }
@@ -1009,39 +1020,22 @@ impl Replica {
     /// Starts `serve` with the pair in `certs` and waits until it serves.
     fn start(certs: &Path, delay: Duration, grace: Duration) -> Self {
         use std::io::{BufRead as _, BufReader};
-        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_eci-profile"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--tls-cert")
-            .arg(certs.join("tls.crt"))
-            .arg("--tls-key")
-            .arg(certs.join("tls.key"))
+        let mut process = serve_command(&certs.join("tls.crt"), &certs.join("tls.key"))
             .args(["--shutdown-delay", &format!("{}ms", delay.as_millis())])
             .args(["--shutdown-grace", &format!("{}ms", grace.as_millis())])
-            .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(process.stderr.take().unwrap()).lines();
-        let serving = lines
+        let (webhook, _) = lines
             .by_ref()
             .map_while(Result::ok)
-            .find(|line| line.contains("\"serving\""))
+            .find_map(|line| serving_addresses(&line))
             .expect("the replica serves");
         // Keep reading, so that logging never blocks the replica.
         std::thread::spawn(move || lines.for_each(drop));
-        let webhook = json(serving.as_bytes())["fields"]["webhook"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
         Self { process, webhook }
     }
 

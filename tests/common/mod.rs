@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use eci_profile::decision::{self, Decision, Exclusions};
 use eci_profile::labels::Labels;
@@ -136,4 +138,30 @@ pub fn pod_with_labels(pairs: &[(&str, &str)]) -> Value {
             ]
         }
     })
+}
+
+/// `eci-profile serve` on loopback ports the system picks, with this serving
+/// pair and JSON logs; more flags may follow. Its "serving" log line gives
+/// the ports ([`serving_addresses`]).
+pub fn serve_command(cert: &Path, key: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eci-profile"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key);
+    command
+}
+
+/// The webhook and admin addresses of `serve`'s "serving" log line; `None`
+/// for any other line.
+pub fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if !line.contains("\"serving\"") {
+        return None;
+    }
+    let log: Value = serde_json::from_str(line).ok()?;
+    let address = |name: &str| log["fields"][name].as_str()?.parse().ok();
+    Some((address("webhook")?, address("admin")?))
 }
