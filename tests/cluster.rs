@@ -499,6 +499,17 @@ async fn following_two_rules() -> (Fake, Webhook) {
     (fake, hook)
 }
 
+/// A webhook following a profile ConfigMap that does not exist, ready.
+async fn following_no_configmap() -> (Fake, Webhook) {
+    let fake = Fake::start(None, &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.until_ready().await;
+    (fake, hook)
+}
+
 fn event_reasons(fake: &Fake) -> Vec<(String, String, String)> {
     fake.events()
         .iter()
@@ -683,12 +694,7 @@ async fn reload_failing_stays_set_while_the_configmap_is_invalid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_failing_clears_when_an_invalid_configmap_is_deleted() {
     // No ConfigMap at start: no selectors, the profile in use.
-    let fake = Fake::start(None, &[]).await;
-    let hook = Webhook::new(Arc::new(
-        eci_profile::namespaces::StaticNamespaces::default(),
-    ));
-    hook.follow_profile(&fake);
-    hook.until_ready().await;
+    let (fake, hook) = following_no_configmap().await;
     fake.watches(CM, 1).await;
     fake.configmap_event("ADDED", selectors(INVALID));
     assert!(eventually(Duration::from_secs(5), || metric(&hook, FAILING) == 1).await);
@@ -714,12 +720,7 @@ async fn deleting_the_configmap_means_no_selectors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absent_configmap_at_start_is_synced_with_no_selectors() {
-    let fake = Fake::start(None, &[]).await;
-    let hook = Webhook::new(Arc::new(
-        eci_profile::namespaces::StaticNamespaces::default(),
-    ));
-    hook.follow_profile(&fake);
-    hook.until_ready().await;
+    let (fake, hook) = following_no_configmap().await;
     assert_eq!(hook.rule_count(), 0);
     // Created later: picked up.
     fake.watches(CM, 1).await;

@@ -152,6 +152,15 @@ async fn start(setup: Setup) -> Harness {
     }
 }
 
+/// A server with these limits, otherwise as [`Setup::default`].
+async fn start_limited(limits: Limits) -> Harness {
+    start(Setup {
+        limits,
+        ..Setup::default()
+    })
+    .await
+}
+
 impl Harness {
     fn client(&self, http2: bool) -> Client {
         Client::new(&[&self.first_pair.ca_pem], http2, None)
@@ -336,12 +345,9 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_over_http1_and_http2() {
-    let h = start(Setup {
-        limits: Limits {
-            max_body_bytes: 64 * 1024,
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        max_body_bytes: 64 * 1024,
+        ..Limits::default()
     })
     .await;
     for (http2, protocol) in [(false, b"http/1.1".as_slice()), (true, b"h2".as_slice())] {
@@ -487,13 +493,10 @@ async fn keep_alive_connection_serves_many_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kept_alive_connections_wait_the_idle_timeout_not_the_header_timeout() {
-    let h = start(Setup {
-        limits: Limits {
-            header_read_timeout: Duration::from_millis(300),
-            idle_timeout: Duration::from_millis(1500),
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(1500),
+        ..Limits::default()
     })
     .await;
     let client = h.client(false);
@@ -552,12 +555,9 @@ async fn wrong_method_gets_405_and_plain_http_gets_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off() {
-    let h = start(Setup {
-        limits: Limits {
-            header_read_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
     })
     .await;
     let client = h.client(false);
@@ -1174,13 +1174,10 @@ async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_connections_time_out_like_http1() {
-    let h = start(Setup {
-        limits: Limits {
-            header_read_timeout: Duration::from_millis(300),
-            idle_timeout: Duration::from_millis(800),
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(800),
+        ..Limits::default()
     })
     .await;
     let client = h.client(true);
@@ -1236,13 +1233,10 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_peers_that_stop_answering_pings_are_dropped() {
-    let h = start(Setup {
-        limits: Limits {
-            request_timeout: Duration::from_secs(60),
-            http2_ping: (Duration::from_millis(200), Duration::from_millis(300)),
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        request_timeout: Duration::from_secs(60),
+        http2_ping: (Duration::from_millis(200), Duration::from_millis(300)),
+        ..Limits::default()
     })
     .await;
     let mut stream = h.client(true).connect(h.webhook).await.unwrap();
@@ -1285,12 +1279,9 @@ async fn http2_streams_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_port_has_timeouts_and_a_bounded_drain() {
-    let h = start(Setup {
-        limits: Limits {
-            header_read_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
     })
     .await;
     // A half-sent request is cut off at the header-read timeout.
@@ -1346,12 +1337,9 @@ async fn admin_port_has_timeouts_and_a_bounded_drain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_body_gets_its_413_while_still_being_sent() {
-    let h = start(Setup {
-        limits: Limits {
-            max_body_bytes: 1024 * 1024,
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        max_body_bytes: 1024 * 1024,
+        ..Limits::default()
     })
     .await;
     // 16 MiB, more than the socket buffers hold: the client is still sending
@@ -1399,12 +1387,9 @@ async fn an_oversize_body_gets_its_413_while_still_being_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_failed_handshakes_are_counted() {
-    let h = start(Setup {
-        limits: Limits {
-            max_connections: 2,
-            ..Limits::default()
-        },
-        ..Setup::default()
+    let h = start_limited(Limits {
+        max_connections: 2,
+        ..Limits::default()
     })
     .await;
     let client = h.client(false);
