@@ -152,7 +152,6 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
     let runtime = tokio::runtime::Handle::current();
     let decision = webhook.budget.on_decision_thread(move || {
         let _held = held;
-        let _entered = span.enter();
         let state = &*shared.state;
         let request = match review::parse_request(&bytes) {
             Ok(request) => request,
