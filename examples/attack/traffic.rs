@@ -145,6 +145,12 @@ pub struct Answer {
 }
 
 impl Ordinary {
+    /// Whether the connection can take another request (the server has not
+    /// closed it, e.g. after an answer that said `Connection: close`).
+    pub async fn usable(&mut self) -> bool {
+        self.sender.ready().await.is_ok()
+    }
+
     /// POSTs `body` to `/mutate` and reads the whole answer.
     pub async fn post(&mut self, body: Bytes) -> Result<Answer, String> {
         let started = Instant::now();
@@ -412,7 +418,8 @@ pub async fn run(
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         };
-                        while Instant::now() < until {
+                        // A connection closed after an answer is dialled again.
+                        while Instant::now() < until && connection.usable().await {
                             match connection.post(large.clone()).await {
                                 Ok(answer) => statuses.push(answer.status),
                                 Err(_) => {

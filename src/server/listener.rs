@@ -62,6 +62,7 @@ const HTTP1_MAX_BUFFER: usize = 64 * 1024;
 pub struct Listener {
     /// `webhook` or `admin`, in metrics and logs.
     pub name: &'static str,
+    /// The bound socket.
     pub tcp: TcpListener,
     /// TLS for every connection (the webhook); `None` for plain HTTP/1.1.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -136,8 +137,9 @@ pub async fn serve(
             () = reached(&mut stage, Stage::Closing) => break,
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
+            // Counted, and logged only at debug: a flood must not flood the log.
             shared.metrics.refused(name, "none", "too-many-connections");
-            tracing::warn!(listener = name, %peer, max_connections, "too many connections: closed");
+            tracing::debug!(listener = name, %peer, max_connections, "too many connections: closed");
             continue;
         };
         let _ = stream.set_nodelay(true);
