@@ -1409,6 +1409,44 @@ async fn refusals_and_failed_handshakes_are_counted() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     let (status, _) = h.admin_get("/nowhere").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let mut sender = client.http1(h.webhook).await;
+    let request = Request::get("/mutate")
+        .header("host", "x")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    drop(sender);
+    let mut admin = TcpStream::connect(h.admin).await.unwrap();
+    admin
+        .write_all(
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    admin.read_to_end(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Not HTTP, and a request head over 64 KiB: hyper answers 400 and 431.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(80 * 1024)
+    );
+    for (sent, status) in [
+        (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), "400"),
+        (huge.into_bytes(), "431"),
+    ] {
+        let mut stream = client.connect(h.webhook).await.unwrap();
+        stream.write_all(&sent).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        let head = String::from_utf8_lossy(&answer);
+        assert!(head.starts_with(&format!("HTTP/1.1 {status}")), "{head}");
+    }
     // Over the connection bound: closed at once.
     let first = client.connect(h.webhook).await.unwrap();
     let second = client.connect(h.webhook).await.unwrap();
@@ -1420,6 +1458,10 @@ async fn refusals_and_failed_handshakes_are_counted() {
         r#"eci_profile_tls_handshake_failures_total{reason="protocol"} 1"#,
         r#"eci_profile_http_refusals_total{listener="webhook",status="404",reason="not-found"} 1"#,
         r#"eci_profile_http_refusals_total{listener="admin",status="404",reason="not-found"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="webhook",status="405",reason="method-not-allowed"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="admin",status="405",reason="method-not-allowed"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="webhook",status="400",reason="malformed-http"} 1"#,
+        r#"eci_profile_http_refusals_total{listener="webhook",status="431",reason="headers-too-large"} 1"#,
         r#"eci_profile_http_refusals_total{listener="webhook",status="none",reason="too-many-connections"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");

@@ -54,8 +54,8 @@ pub const HTTP2_MAX_STREAMS: u32 = 32;
 /// HTTP/2 flow-control windows: what a client may send before we read it.
 const HTTP2_STREAM_WINDOW: u32 = 128 * 1024;
 const HTTP2_CONNECTION_WINDOW: u32 = 512 * 1024;
-/// HTTP/1.1: the read buffer's bound, so also the largest request head
-/// (larger heads get 431).
+/// HTTP/1.1: the read buffer's bound, and the largest request head (larger
+/// heads get 431).
 const HTTP1_MAX_BUFFER: usize = 64 * 1024;
 
 /// A bound listener and how its connections are served.
@@ -101,6 +101,7 @@ pub async fn serve(
     http1
         .keep_alive(true)
         .max_buf_size(HTTP1_MAX_BUFFER)
+        .max_header_size(HTTP1_MAX_BUFFER)
         .timer(TokioTimer::new())
         // Timed's: hyper's own also runs while a connection is idle.
         .header_read_timeout(None);
