@@ -49,9 +49,9 @@ pub struct Limits {
     /// Time a client has to send a request's headers, from its first byte
     /// (or from the handshake, on a new connection).
     pub header_read_timeout: Duration,
-    /// Time an HTTP/1.1 connection may stay open between requests: longer
-    /// than kube-apiserver keeps idle connections (90 s), so that it is the
-    /// one to close them.
+    /// Time a connection may stay open between requests (HTTP/2: with no
+    /// stream in flight): longer than kube-apiserver keeps idle connections
+    /// (90 s), so that it is the one to close them.
     pub idle_timeout: Duration,
     /// Time a client has to complete the TLS handshake.
     pub handshake_timeout: Duration,
