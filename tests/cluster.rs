@@ -965,13 +965,17 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
     let trusted = |ca: &str| bundles(&fake).iter().all(|b| b.contains(ca.trim()));
 
     // On a watch event that shows it missing (the periodic check is far off).
-    let keeper = tokio::spawn(bootstrap::keep_ca(
-        fake.client(),
-        "eci-profile".into(),
-        mine.clone(),
-        metrics.clone(),
-        Duration::from_secs(3600),
-    ));
+    // This replica's keeper, checking every `recheck` besides watching.
+    let keep = |recheck| {
+        tokio::spawn(bootstrap::keep_ca(
+            fake.client(),
+            "eci-profile".into(),
+            mine.clone(),
+            metrics.clone(),
+            recheck,
+        ))
+    };
+    let keeper = keep(Duration::from_secs(3600));
     fake.watches(WEBHOOK_CONFIGS, 1).await;
     let others: Vec<String> = (0..KEEP_CAS)
         .map(|i| generate(format!("other-{i}")))
@@ -996,13 +1000,7 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
     keeper.abort();
 
     // With no watch event, the periodic check finds it missing.
-    let keeper = tokio::spawn(bootstrap::keep_ca(
-        fake.client(),
-        "eci-profile".into(),
-        mine.clone(),
-        metrics.clone(),
-        Duration::from_millis(300),
-    ));
+    let keeper = keep(Duration::from_millis(300));
     fake.watches(WEBHOOK_CONFIGS, 2).await;
     push_out(&fake, &others, false);
     assert!(
@@ -1014,13 +1012,7 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
 
     // Conflicting writes, again and again: given up after a few attempts,
     // counted and logged; the next event tries again.
-    let keeper = tokio::spawn(bootstrap::keep_ca(
-        fake.client(),
-        "eci-profile".into(),
-        mine.clone(),
-        metrics.clone(),
-        Duration::from_secs(3600),
-    ));
+    let keeper = keep(Duration::from_secs(3600));
     fake.watches(WEBHOOK_CONFIGS, 3).await;
     fake.world.lock().unwrap().conflicts = 5;
     push_out(&fake, &others, true);
