@@ -3,10 +3,10 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{admission_fixture, fixture_namespaces, fixture_path};
+use common::{admission_fixture, fixture_namespaces, fixture_path, serve_on_loopback};
 use eci_profile::decision::Exclusions;
 use eci_profile::profile::Profile;
 use eci_profile::review::{self, Context};
@@ -327,14 +327,7 @@ fn serve_starts_on_a_fresh_machine_and_stops_on_sigterm() {
 #[test]
 fn serve_refuses_an_invalid_profile_at_start() {
     let path = write_temp("serve", BROKEN);
-    let out = bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let out = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")))
         .env("ECI_PROFILE_PROFILE_FILE", &path)
         .output()
         .unwrap();
@@ -348,14 +341,7 @@ fn serve_refuses_an_invalid_profile_at_start() {
 
 #[test]
 fn serve_refuses_a_body_budget_that_cannot_hold_one_largest_body() {
-    let out = bin()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let out = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")))
         .env("ECI_PROFILE_MAX_BUFFERED_BYTES", "4194304")
         .output()
         .unwrap();

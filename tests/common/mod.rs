@@ -140,14 +140,27 @@ pub fn pod_with_labels(pairs: &[(&str, &str)]) -> Value {
     })
 }
 
-/// `eci-profile serve` on loopback ports the system picks, with this serving
-/// pair and JSON logs; more flags may follow. Its "serving" log line gives
-/// the ports ([`serving_addresses`]).
-pub fn serve_command(cert: &Path, key: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_eci-profile"));
+/// `binary serve` on loopback ports the system picks; more flags may follow.
+/// With JSON logs, its "serving" log line gives the ports
+/// ([`serving_addresses`]).
+pub fn serve_on_loopback(binary: &Path) -> Command {
+    let mut command = Command::new(binary);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+}
+
+/// [`serve_on_loopback`] with this crate's binary, this serving pair and
+/// JSON logs.
+pub fn serve_command(cert: &Path, key: &Path) -> Command {
+    let mut command = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")));
+    command
+        .args(["--log-format", "json"])
         .arg("--tls-cert")
         .arg(cert)
         .arg("--tls-key")
