@@ -73,55 +73,26 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        let refused = refuse(
-            state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            format!("request body over {limit} bytes"),
-        );
-        return unread_body(refused, version);
-    }
-    let declared = declared.map(|n| n as usize);
-    // The declared length is held up front: a body that would not fit is
-    // refused before a byte of it is read.
-    let Some(mut reservation) = webhook.budget.reserve(declared.unwrap_or(0)) else {
-        let refused = busy(state, "body-budget", "too many request bytes held");
-        return unread_body(refused, version);
+    let body = async {
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(BodyError::TooLarge);
+        }
+        let declared = declared.map(|n| n as usize);
+        // The declared length is held up front: a body that would not fit is
+        // refused before a byte of it is read.
+        let mut reservation = webhook
+            .budget
+            .reserve(declared.unwrap_or(0))
+            .ok_or(BodyError::Budget)?;
+        let read = read(request.into_body(), declared, limit, &mut reservation);
+        match tokio::time::timeout(deadline, read).await {
+            Err(_) => Err(BodyError::TimedOut),
+            Ok(read) => read.map(|bytes| (bytes, reservation)),
+        }
     };
-    let read = read(request.into_body(), declared, limit, &mut reservation);
-    let bytes = match tokio::time::timeout(deadline, read).await {
-        Err(_) => {
-            let refused = refuse(
-                state,
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "request body not received in time".into(),
-            );
-            return unread_body(refused, version);
-        }
-        Ok(Err(BodyError::TooLarge)) => {
-            let refused = refuse(
-                state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                format!("request body over {limit} bytes"),
-            );
-            return unread_body(refused, version);
-        }
-        Ok(Err(BodyError::Budget)) => {
-            let refused = busy(state, "body-budget", "too many request bytes held");
-            return unread_body(refused, version);
-        }
-        Ok(Err(BodyError::Read(e))) => {
-            return refuse(
-                state,
-                StatusCode::BAD_REQUEST,
-                "bad-request",
-                format!("cannot read the request body: {e}"),
-            );
-        }
-        Ok(Ok(bytes)) => bytes,
+    let (bytes, reservation) = match body.await {
+        Ok(read) => read,
+        Err(e) => return body_refused(state, e, limit, version),
     };
     tracing::trace!(body = %String::from_utf8_lossy(&bytes), "request body");
 
@@ -261,7 +232,41 @@ async fn method_not_allowed(Extract(webhook): Extract<Arc<Webhook>>) -> Response
 enum BodyError {
     TooLarge,
     Budget,
+    TimedOut,
     Read(String),
+}
+
+/// The answer to a request whose body was not read whole.
+fn body_refused(
+    state: &State,
+    error: BodyError,
+    limit: usize,
+    version: axum::http::Version,
+) -> Response {
+    let refused = match error {
+        BodyError::TooLarge => refuse(
+            state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
+            format!("request body over {limit} bytes"),
+        ),
+        BodyError::Budget => busy(state, "body-budget", "too many request bytes held"),
+        BodyError::TimedOut => refuse(
+            state,
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "request body not received in time".into(),
+        ),
+        BodyError::Read(e) => {
+            return refuse(
+                state,
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                format!("cannot read the request body: {e}"),
+            );
+        }
+    };
+    unread_body(refused, version)
 }
 
 /// Reads the body into one buffer, within `limit` and `reservation`: a body
