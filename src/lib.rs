@@ -1,6 +1,7 @@
 pub mod bootstrap;
 pub mod certs;
 pub mod decision;
+pub mod digest;
 pub mod eci_annotations;
 pub mod labels;
 pub mod metrics;

@@ -73,17 +73,8 @@ pub fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Pair, TlsError> {
     Ok(Pair {
         key: Arc::new(certified),
         expiry,
-        fingerprint: fingerprint(&[&cert_pem, &key_pem]),
+        fingerprint: crate::digest::fnv1a([cert_pem.as_slice(), key_pem.as_slice()]),
     })
-}
-
-fn fingerprint(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in parts.iter().flat_map(|p| p.iter().chain(&[0xff])) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// The serving certificate in use, replaceable at any time.

@@ -236,14 +236,11 @@ impl ProfileData {
     /// A stable 64-bit FNV-1a digest of the keys and texts, the same across
     /// processes and versions (it identifies a profile in metrics and logs).
     pub fn digest(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for (key, entry) in &self.entries {
-            for byte in key.bytes().chain([0]).chain(entry.text.bytes()).chain([0]) {
-                hash ^= u64::from(byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        hash
+        crate::digest::fnv1a(
+            self.entries
+                .iter()
+                .flat_map(|(key, entry)| [key.as_bytes(), entry.text.as_bytes()]),
+        )
     }
 
     /// Data from plain strings (the cluster's ConfigMap), with no file origin.

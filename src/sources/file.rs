@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::watch::{self, Changes};
+use crate::digest;
 use crate::metrics::Metrics;
 use crate::namespaces::StaticNamespaces;
 use crate::profile::{
@@ -22,25 +23,16 @@ enum Raw {
 }
 
 impl Raw {
-    /// FNV-1a of everything read (keys and bytes), to tell contents apart.
+    /// A digest of everything read (keys and bytes), to tell contents apart.
     fn digest(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for byte in bytes.iter().chain(&[0]) {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
         match self {
-            Raw::Manifest(bytes) => feed(bytes),
-            Raw::Directory(files) => {
-                for (key, _, bytes) in files {
-                    feed(key.as_bytes());
-                    feed(bytes);
-                }
-            }
+            Raw::Manifest(bytes) => digest::fnv1a([bytes.as_slice()]),
+            Raw::Directory(files) => digest::fnv1a(
+                files
+                    .iter()
+                    .flat_map(|(key, _, bytes)| [key.as_bytes(), bytes.as_slice()]),
+            ),
         }
-        hash
     }
 
     fn into_data(self, path: &Path) -> Result<ProfileData, Diagnostics> {
@@ -167,12 +159,7 @@ impl ProfileFile {
         // A read error counts as content too: the same error is reported once.
         let digest = match &raw {
             Ok(raw) => raw.digest(),
-            Err(diagnostics) => Raw::Directory(vec![(
-                String::new(),
-                String::new(),
-                diagnostics.to_string().into_bytes(),
-            )])
-            .digest(),
+            Err(diagnostics) => digest::fnv1a([diagnostics.to_string().as_bytes()]),
         };
         if self.tried == Some(digest) {
             return;
