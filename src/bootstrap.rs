@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
 use kube::Api;
 use kube::api::PostParams;
 use kube::runtime::WatchStreamExt as _;
@@ -70,15 +70,21 @@ pub fn merge_bundle(bundle: &str, ca_pem: &str) -> String {
 /// Whether every webhook of `config` trusts `ca_pem`.
 pub fn trusts(config: &MutatingWebhookConfiguration, ca_pem: &str) -> bool {
     let ca = ca_pem.trim();
-    config.webhooks.iter().flatten().all(|webhook| {
-        let bundle = webhook
-            .client_config
-            .ca_bundle
-            .as_ref()
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .unwrap_or_default();
-        split_pem(&bundle).contains(&ca)
-    })
+    config
+        .webhooks
+        .iter()
+        .flatten()
+        .all(|webhook| split_pem(&bundle_of(webhook)).contains(&ca))
+}
+
+/// A webhook's caBundle, as text (empty when it has none).
+fn bundle_of(webhook: &MutatingWebhook) -> String {
+    webhook
+        .client_config
+        .ca_bundle
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
 }
 
 fn split_pem(bundle: &str) -> Vec<&str> {
@@ -114,12 +120,7 @@ async fn ensure_ca(
         let mut config = api.get(name).await?;
         let mut changed = false;
         for webhook in config.webhooks.iter_mut().flatten() {
-            let current = webhook
-                .client_config
-                .ca_bundle
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                .unwrap_or_default();
+            let current = bundle_of(webhook);
             let merged = merge_bundle(&current, ca_pem);
             if merged != current {
                 webhook.client_config.ca_bundle = Some(ByteString(merged.into_bytes()));
