@@ -138,10 +138,21 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     init_logging(args.log_format);
     tls::install_default_provider();
-    if args.max_body_bytes > args.max_buffered_bytes / 4 * 3 {
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_buffered_bytes: args.max_buffered_bytes,
+        large_body_bytes: args.large_body_bytes,
+        max_large_decisions: args.max_large_decisions.into(),
+        request_timeout: args.request_timeout,
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+        ..Limits::default()
+    };
+    if limits.max_body_bytes > limits.large_bodies_share() {
         return Err(format!(
             "--max-buffered-bytes {} cannot hold a body of --max-body-bytes {}: large bodies may use three quarters of it",
-            args.max_buffered_bytes, args.max_body_bytes
+            limits.max_buffered_bytes, limits.max_body_bytes
         ));
     }
 
@@ -175,17 +186,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         None => certificate_paths(&args)?,
     };
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
-    let limits = Limits {
-        max_body_bytes: args.max_body_bytes,
-        max_buffered_bytes: args.max_buffered_bytes,
-        large_body_bytes: args.large_body_bytes,
-        max_large_decisions: args.max_large_decisions.into(),
-        request_timeout: args.request_timeout,
-        header_read_timeout: args.header_read_timeout,
-        idle_timeout: args.idle_timeout,
-        max_connections: args.max_connections,
-        ..Limits::default()
-    };
     server::budget::tune_allocator(&limits);
     let options = server::Options {
         listen: args.listen,

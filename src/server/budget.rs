@@ -65,7 +65,7 @@ impl Budget {
         Self {
             held: metrics.buffered_request_bytes.clone(),
             total,
-            large_total: total - total / 4,
+            large_total: i64::try_from(limits.large_bodies_share()).unwrap_or(i64::MAX),
             large_body: limits.large_body_bytes,
             decisions: Arc::new(Semaphore::new(slots)),
             decisions_in_flight: metrics.large_decisions_in_flight.clone(),

@@ -62,6 +62,14 @@ pub struct Limits {
     pub http2_ping: (Duration, Duration),
 }
 
+impl Limits {
+    /// What large bodies may hold together: `max_buffered_bytes` less the
+    /// quarter kept for small ones.
+    pub fn large_bodies_share(&self) -> usize {
+        self.max_buffered_bytes - self.max_buffered_bytes / 4
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
