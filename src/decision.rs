@@ -114,6 +114,8 @@ pub enum SkipReason {
         value: String,
         wanted: String,
     },
+    /// The first rule that selects the pod has policy `normalNodeOnly`.
+    NormalNodeOnly(String),
 }
 
 impl SkipReason {
@@ -134,6 +136,7 @@ impl SkipReason {
             SkipReason::HostPort { .. } => "host-port",
             SkipReason::NodeName(_) => "node-name",
             SkipReason::NodeSelectorConflict { .. } => "node-selector-conflict",
+            SkipReason::NormalNodeOnly(_) => "normal-node-only",
         }
     }
 }
@@ -163,6 +166,11 @@ impl fmt::Display for SkipReason {
                 "its nodeSelector {}={} differs from the virtual node's {key}={wanted}",
                 echo(key),
                 echo(value)
+            ),
+            SkipReason::NormalNodeOnly(rule) => write!(
+                f,
+                "rule {} (policy normalNodeOnly) keeps it off virtual nodes",
+                echo(rule)
             ),
         }
     }
@@ -273,9 +281,22 @@ pub fn decide<'p>(
         ));
     }
 
-    // 4. Targeting.
+    // 4. Targeting: a normalNodeOnly rule ahead of every other selecting
+    // rule keeps the pod off virtual nodes, whatever follows it.
     let target = if !selection.rules.is_empty() {
         Target::Rules
+    } else if let Some(rule) = selection.kept_off {
+        if by_hand {
+            warnings.push(format!(
+                "eci-profile: rule {} (policy normalNodeOnly) selects the pod, but its nodeSelector asks for a virtual node",
+                echo(&rule.name)
+            ));
+        }
+        let mut decision = Decision::skipped(SkipReason::NormalNodeOnly(rule.name.clone()));
+        decision.selected = vec![rule];
+        decision.policy = Some(SchedulingPolicy::NormalNodeOnly);
+        decision.warnings = warnings;
+        return decision;
     } else if by_hand {
         Target::ByHand
     } else {
@@ -471,7 +492,10 @@ fn incompatibility(pod: &Pod, profile: &Profile) -> Option<SkipReason> {
 
 /// The rules that select a pod, and those that might have but for unknown namespace labels.
 struct Selection<'p> {
+    /// Up to the first `normalNodeOnly` rule, excluded.
     rules: Vec<&'p Rule>,
+    /// The first selecting `normalNodeOnly` rule: no rule after it counts.
+    kept_off: Option<&'p Rule>,
     unknown_namespace: Vec<&'p str>,
 }
 
@@ -483,6 +507,7 @@ fn select<'p>(
 ) -> Selection<'p> {
     let mut selection = Selection {
         rules: Vec::new(),
+        kept_off: None,
         unknown_namespace: Vec::new(),
     };
     profile.rule_index().candidates(
@@ -510,9 +535,14 @@ fn select<'p>(
                 false
             }
         };
-        if namespace_matches {
-            selection.rules.push(rule);
+        if !namespace_matches {
+            continue;
         }
+        if rule.policy == SchedulingPolicy::NormalNodeOnly {
+            selection.kept_off = Some(rule);
+            break;
+        }
+        selection.rules.push(rule);
     }
     selection
 }

@@ -540,3 +540,84 @@ fn effect_labels_that_flip_selection_still_settle() {
         "2-4Gi"
     );
 }
+
+// Policy normalNodeOnly: an exception carved out of a broader rule.
+
+const TEAM_WITH_EXCEPTION: &str = r#"[
+  {"name": "team", "namespaceSelector": {"matchLabels": {"team": "batch"}},
+   "effect": {"labels": {"sent": "yes"}}},
+  {"name": "stay-home", "priority": 10, "policy": "normalNodeOnly",
+   "objectSelector": {"matchLabels": {"app": "db"}}},
+  {"name": "everyone", "effect": {"annotations": {"k8s.aliyun.com/eci-use-specs": "2-4Gi"}}}
+]"#;
+
+#[test]
+fn normal_node_only_keeps_a_pod_of_a_selected_namespace_off_virtual_nodes() {
+    let p = profile(TEAM_WITH_EXCEPTION);
+    let batch = labels(&[("team", "batch")]);
+    let db = decide(&pod_with_labels(&[("app", "db")]), "jobs", Some(&batch), &p);
+    assert_eq!(
+        db.outcome,
+        Outcome::Skipped(SkipReason::NormalNodeOnly("stay-home".into()))
+    );
+    assert_eq!(db.patch, json!([]), "no toleration, nodeSelector or effect");
+    assert_eq!(db.policy, Some(SchedulingPolicy::NormalNodeOnly));
+    // The namespace's other pods still go, with every effect.
+    let web = decide(
+        &pod_with_labels(&[("app", "web")]),
+        "jobs",
+        Some(&batch),
+        &p,
+    );
+    assert_eq!(web.outcome, Outcome::Mutated);
+    assert_eq!(web.applied, ["team", "everyone"]);
+    assert_eq!(web.patched["metadata"]["labels"]["sent"], "yes");
+    assert_eq!(
+        web.patched["spec"]["nodeSelector"]["k8s.aliyun.com/vnode"],
+        "true"
+    );
+}
+
+#[test]
+fn normal_node_only_below_a_selecting_rule_changes_nothing_for_it() {
+    // Priority decides: a higher rule that selects the pod wins, and the
+    // normalNodeOnly rule only stops the rules below it.
+    let p = profile(
+        r#"[
+  {"name": "first", "priority": 5, "policy": "fair", "objectSelector": {"matchLabels": {"app": "db"}},
+   "effect": {"labels": {"first": "yes"}}},
+  {"name": "stay-home", "policy": "normalNodeOnly", "objectSelector": {"matchLabels": {"app": "db"}}},
+  {"name": "below", "priority": -1, "objectSelector": {"matchLabels": {"app": "db"}},
+   "effect": {"labels": {"below": "yes"}}}
+]"#,
+    );
+    let out = decide(&pod_with_labels(&[("app", "db")]), "default", None, &p);
+    assert_eq!(out.outcome, Outcome::Mutated);
+    assert_eq!(out.applied, ["first"]);
+    assert_eq!(out.policy, Some(SchedulingPolicy::Fair));
+    assert!(out.patched["metadata"]["labels"].get("below").is_none());
+    assert!(
+        out.patched["spec"].get("nodeSelector").is_none(),
+        "fair: tolerations only"
+    );
+}
+
+#[test]
+fn normal_node_only_on_a_pod_placed_on_a_virtual_node_by_hand_warns() {
+    let p = profile(
+        r#"[{"name": "stay-home", "policy": "normalNodeOnly", "objectSelector": {"matchLabels": {"app": "db"}}}]"#,
+    );
+    let mut pod = pod_with_labels(&[("app", "db")]);
+    pod["spec"]["nodeSelector"] = json!({"k8s.aliyun.com/vnode": "true"});
+    let out = decide(&pod, "default", None, &p);
+    assert_eq!(
+        out.outcome,
+        Outcome::Skipped(SkipReason::NormalNodeOnly("stay-home".into()))
+    );
+    assert_eq!(out.patch, json!([]));
+    assert!(
+        out.warnings[0].contains("its nodeSelector asks for a virtual node"),
+        "{:?}",
+        out.warnings
+    );
+}

@@ -326,6 +326,9 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
                     "real nodes first, virtual nodes as overflow: tolerations and a preferred node affinity"
                 }
                 SchedulingPolicy::Fair => "either kind of node: tolerations only",
+                SchedulingPolicy::NormalNodeOnly => {
+                    "real nodes only: left alone, and lower-priority rules cannot send it"
+                }
             };
             let _ = writeln!(out, "  policy:    {policy} ({what})");
         }

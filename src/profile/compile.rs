@@ -5,8 +5,8 @@ use std::fmt;
 
 use super::node::{self, Node, Position, Value};
 use super::{
-    Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, SchedulingPolicy, Severity,
-    VirtualNode,
+    Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, RuleSource,
+    SchedulingPolicy, Severity, VirtualNode,
 };
 use crate::decision::{APPLIED_ANNOTATION, EXCLUDE_LABEL};
 use crate::eci_annotations::{self, Finding};
@@ -115,36 +115,13 @@ pub fn compile(data: &ProfileData) -> Compiled {
             diagnostics,
         };
     }
-    // Stable: equal priorities keep their position.
-    rules.sort_by_key(|rule: &Rule| std::cmp::Reverse(rule.priority));
-    let (selecting, effect_only): (Vec<Rule>, Vec<Rule>) =
-        rules.into_iter().partition(Rule::has_selector);
-    let effects_feed_selection = selecting.iter().chain(&effect_only).any(|rule| {
-        rule.labels.iter().any(|(key, _)| {
-            selecting.iter().any(|r| {
-                r.object_selector
-                    .iter()
-                    .flat_map(|s| s.requirements())
-                    .any(|req| &req.key == key)
-            })
-        })
-    });
     Compiled {
-        profile: Some(Profile {
-            index: super::RuleIndex::new(&selecting),
-            toleration_values: virtual_node
-                .tolerations
-                .iter()
-                .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
-                .collect(),
-            normal_node_preference: normal_node_preference(&virtual_node),
-            selecting,
-            effect_only,
+        profile: Some(Profile::assemble(
+            rules,
             virtual_node,
             cluster_annotations,
-            effects_feed_selection,
-            digest: data.digest(),
-        }),
+            data.digest(),
+        )),
         diagnostics,
     }
 }
@@ -156,12 +133,12 @@ type Located = (String, Position);
 
 /// Walks the data, collecting findings.
 #[derive(Default)]
-struct Checker {
-    diagnostics: Vec<Diagnostic>,
-    key: String,
-    key_position: Position,
-    origin: Option<Origin>,
-    selector: Option<String>,
+pub(super) struct Checker {
+    pub(super) diagnostics: Vec<Diagnostic>,
+    pub(super) key: String,
+    pub(super) key_position: Position,
+    pub(super) origin: Option<Origin>,
+    pub(super) selector: Option<String>,
 }
 
 impl Checker {
@@ -173,7 +150,7 @@ impl Checker {
     }
 
     /// Records a finding at `position` inside the current data value.
-    fn report(
+    pub(super) fn report(
         &mut self,
         severity: Severity,
         field: &str,
@@ -224,11 +201,11 @@ impl Checker {
         });
     }
 
-    fn error(&mut self, field: &str, node: &Node, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, node: &Node, message: impl Into<String>) {
         self.report(Severity::Error, field, node.position, message);
     }
 
-    fn warning(&mut self, field: &str, node: &Node, message: impl Into<String>) {
+    pub(super) fn warning(&mut self, field: &str, node: &Node, message: impl Into<String>) {
         self.report(Severity::Warning, field, node.position, message);
     }
 
@@ -249,7 +226,7 @@ impl Checker {
     }
 
     /// The entries of an object; anything else is reported as not `expected`.
-    fn object<'n>(
+    pub(super) fn object<'n>(
         &mut self,
         path: &str,
         node: &'n Node,
@@ -269,7 +246,7 @@ impl Checker {
     }
 
     /// The items of a list (`null` is an empty one); anything else is reported.
-    fn list<'n>(&mut self, path: &str, node: &'n Node, expected: &str) -> &'n [Node] {
+    pub(super) fn list<'n>(&mut self, path: &str, node: &'n Node, expected: &str) -> &'n [Node] {
         match &node.value {
             Value::Null => &[],
             Value::Sequence(items) => items,
@@ -285,7 +262,7 @@ impl Checker {
     }
 
     /// Warns about every field of `entries` not in `known`.
-    fn unknown_fields(&mut self, path: &str, entries: &[(Node, Node)], known: &[&str]) {
+    pub(super) fn unknown_fields(&mut self, path: &str, entries: &[(Node, Node)], known: &[&str]) {
         for (key, _) in entries {
             match key.as_str() {
                 Some(k) if known.contains(&k) => {}
@@ -312,7 +289,7 @@ impl Checker {
             let Some(fields) = self.object(&path, item, "an object") else {
                 continue;
             };
-            if let Some(rule) = self.rule(&path, item, fields) {
+            if let Some(rule) = self.rule(&path, item, fields, index) {
                 if let Some(first) = names.insert(rule.name.clone(), index) {
                     names.insert(rule.name.clone(), first);
                     let name_node = field(fields, "name").unwrap_or(item);
@@ -329,7 +306,13 @@ impl Checker {
         rules
     }
 
-    fn rule(&mut self, path: &str, item: &Node, fields: &[(Node, Node)]) -> Option<Rule> {
+    fn rule(
+        &mut self,
+        path: &str,
+        item: &Node,
+        fields: &[(Node, Node)],
+        position: usize,
+    ) -> Option<Rule> {
         let errors_before = self.error_count();
         let name = match field(fields, "name") {
             None => {
@@ -341,16 +324,11 @@ impl Checker {
                     self.error(&format!("{path}.name"), n, "must not be empty");
                     None
                 }
-                Value::String(s) if s.contains(',') => {
+                Value::String(s) => {
                     self.selector = Some(s.clone());
-                    self.error(
-                        &format!("{path}.name"),
-                        n,
-                        "must not contain ',' (names are listed comma-separated in the eci-profile.io/selectors annotation)",
-                    );
-                    None
+                    self.rule_name(&format!("{path}.name"), n, s)
+                        .then(|| s.clone())
                 }
-                Value::String(s) => Some(s.clone()),
                 other => {
                     self.error(
                         &format!("{path}.name"),
@@ -361,9 +339,6 @@ impl Checker {
                 }
             },
         };
-        if let Some(name) = &name {
-            self.selector = Some(name.clone());
-        }
         self.unknown_fields(
             path,
             fields,
@@ -376,16 +351,74 @@ impl Checker {
                 "policy",
             ],
         );
-        let namespace_selector = field(fields, "namespaceSelector")
-            .and_then(|n| self.label_selector(&format!("{path}.namespaceSelector"), n));
-        let object_selector = field(fields, "objectSelector")
-            .and_then(|n| self.label_selector(&format!("{path}.objectSelector"), n));
+        let policy = match field(fields, "policy") {
+            None => SchedulingPolicy::default(),
+            Some(n) => match &n.value {
+                Value::String(s) => SchedulingPolicy::parse(s).unwrap_or_else(|| {
+                    self.error(
+                        &format!("{path}.policy"),
+                        n,
+                        format!("unknown policy {s:?} (expected virtualNodeOnly, normalNodePrefer, fair or normalNodeOnly)"),
+                    );
+                    SchedulingPolicy::default()
+                }),
+                other => {
+                    self.error(&format!("{path}.policy"), n, format!("must be a string, found {}", other.kind()));
+                    SchedulingPolicy::default()
+                }
+            },
+        };
+        let mut rule = self.rule_body(
+            path,
+            fields,
+            ["namespaceSelector", "objectSelector"],
+            RuleSource::ConfigMap(position),
+        );
+        rule.name = name?;
+        rule.policy = policy;
+        if self.error_count() > errors_before {
+            return None;
+        }
+        self.rule_warnings(path, item, field(fields, "policy"), &rule);
+        Some(rule)
+    }
+
+    /// Checks a rule's name; `false` (reported) when it cannot be used.
+    pub(super) fn rule_name(&mut self, path: &str, node: &Node, name: &str) -> bool {
+        if name.contains(',') {
+            self.error(
+                path,
+                node,
+                "must not contain ',' (names are listed comma-separated in the eci-profile.io/selectors annotation)",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The fields both formats share: the two label selectors (spelled
+    /// `selector_fields`), `effect` and `priority`; name and policy are left
+    /// to the caller.
+    pub(super) fn rule_body(
+        &mut self,
+        path: &str,
+        fields: &[(Node, Node)],
+        [namespace_field, object_field]: [&str; 2],
+        source: RuleSource,
+    ) -> Rule {
+        let namespace_selector = field(fields, namespace_field)
+            .and_then(|n| self.label_selector(&format!("{path}.{namespace_field}"), n));
+        let object_selector = field(fields, object_field)
+            .and_then(|n| self.label_selector(&format!("{path}.{object_field}"), n));
         let (annotations, labels) = match field(fields, "effect") {
             Some(n) => self.effect(&format!("{path}.effect"), n),
             None => (Vec::new(), Vec::new()),
         };
         let priority = match field(fields, "priority") {
-            None => 0,
+            None
+            | Some(Node {
+                value: Value::Null, ..
+            }) => 0,
             Some(n) => match n.value {
                 Value::Integer(p) if i32::try_from(p).is_ok() => p as i32,
                 _ => {
@@ -398,35 +431,27 @@ impl Checker {
                 }
             },
         };
-        let policy = match field(fields, "policy") {
-            None => SchedulingPolicy::default(),
-            Some(n) => match &n.value {
-                Value::String(s) => SchedulingPolicy::parse(s).unwrap_or_else(|| {
-                    self.error(
-                        &format!("{path}.policy"),
-                        n,
-                        format!("unknown policy {s:?} (expected virtualNodeOnly, normalNodePrefer or fair)"),
-                    );
-                    SchedulingPolicy::default()
-                }),
-                other => {
-                    self.error(&format!("{path}.policy"), n, format!("must be a string, found {}", other.kind()));
-                    SchedulingPolicy::default()
-                }
-            },
-        };
-        let rule = Rule {
-            name: name?,
+        Rule {
+            name: String::new(),
+            source,
             priority,
-            policy,
+            policy: SchedulingPolicy::default(),
+            namespace_limit: None,
             namespace_selector,
             object_selector,
             annotations,
             labels,
-        };
-        if self.error_count() > errors_before {
-            return None;
         }
+    }
+
+    /// Warnings about a valid rule that does less than it seems to.
+    pub(super) fn rule_warnings(
+        &mut self,
+        path: &str,
+        item: &Node,
+        policy: Option<&Node>,
+        rule: &Rule,
+    ) {
         let selectors: Vec<&Selector> = rule
             .namespace_selector
             .iter()
@@ -436,7 +461,7 @@ impl Checker {
             if rule.annotations.is_empty() && rule.labels.is_empty() {
                 self.warning(path, item, "has no selector and no effect: it does nothing");
             }
-            if let Some(n) = field(fields, "policy") {
+            if let Some(n) = policy {
                 self.warning(
                     &format!("{path}.policy"),
                     n,
@@ -450,10 +475,19 @@ impl Checker {
                 "its selectors are empty ({}): it selects every pod in every namespace that is not excluded",
             );
         }
-        Some(rule)
+        if rule.policy == SchedulingPolicy::NormalNodeOnly
+            && !(rule.annotations.is_empty() && rule.labels.is_empty())
+            && let Some(n) = policy
+        {
+            self.warning(
+                &format!("{path}.effect"),
+                n,
+                "is never applied: policy normalNodeOnly leaves the pods it selects alone",
+            );
+        }
     }
 
-    fn error_count(&self) -> usize {
+    pub(super) fn error_count(&self) -> usize {
         self.diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
@@ -578,7 +612,7 @@ impl Checker {
     }
 
     /// An object of strings; non-string values are reported and skipped.
-    fn string_map(&mut self, path: &str, node: &Node) -> Vec<(Located, Located)> {
+    pub(super) fn string_map(&mut self, path: &str, node: &Node) -> Vec<(Located, Located)> {
         if node.value == Value::Null {
             return Vec::new();
         }
@@ -873,7 +907,7 @@ impl Checker {
 }
 
 /// The value of field `name` in a mapping.
-fn field<'n>(fields: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
+pub(super) fn field<'n>(fields: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
     fields
         .iter()
         .find(|(k, _)| k.as_str() == Some(name))
@@ -882,7 +916,7 @@ fn field<'n>(fields: &'n [(Node, Node)], name: &str) -> Option<&'n Node> {
 
 /// The preferred node-affinity term that favours nodes without the virtual
 /// node's labels.
-fn normal_node_preference(virtual_node: &VirtualNode) -> serde_json::Value {
+pub(super) fn normal_node_preference(virtual_node: &VirtualNode) -> serde_json::Value {
     let expressions: Vec<serde_json::Value> = virtual_node
         .node_selector
         .iter()

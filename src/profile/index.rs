@@ -106,8 +106,10 @@ mod tests {
     ) -> Rule {
         Rule {
             name: name.into(),
+            source: super::super::RuleSource::ConfigMap(0),
             priority: 0,
             policy: SchedulingPolicy::default(),
+            namespace_limit: None,
             object_selector: object.map(Selector::new),
             namespace_selector: namespace.map(Selector::new),
             annotations: Vec::new(),

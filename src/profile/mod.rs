@@ -10,7 +10,9 @@ mod compile;
 mod diagnostic;
 mod index;
 mod manifest;
+mod merge;
 pub mod node;
+pub mod selector_object;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +20,8 @@ use std::fmt;
 pub use compile::{Compiled, ProfileError, compile};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use index::RuleIndex;
+pub use merge::{Merged, clash_message, merge};
+pub use selector_object::{CompiledSelector, compile_selector};
 
 use crate::labels::Labels;
 use crate::pod::Toleration;
@@ -42,6 +46,9 @@ pub enum SchedulingPolicy {
     NormalNodePrefer,
     /// Either: tolerations only.
     Fair,
+    /// Not on virtual nodes: the pod is left alone, and lower-priority rules
+    /// cannot send it there (an exception carved out of a broader rule).
+    NormalNodeOnly,
 }
 
 impl SchedulingPolicy {
@@ -51,6 +58,7 @@ impl SchedulingPolicy {
             "virtualNodeOnly" => Some(Self::VirtualNodeOnly),
             "normalNodePrefer" => Some(Self::NormalNodePrefer),
             "fair" => Some(Self::Fair),
+            "normalNodeOnly" => Some(Self::NormalNodeOnly),
             _ => None,
         }
     }
@@ -61,6 +69,7 @@ impl SchedulingPolicy {
             Self::VirtualNodeOnly => "virtualNodeOnly",
             Self::NormalNodePrefer => "normalNodePrefer",
             Self::Fair => "fair",
+            Self::NormalNodeOnly => "normalNodeOnly",
         }
     }
 }
@@ -71,12 +80,33 @@ impl fmt::Display for SchedulingPolicy {
     }
 }
 
+/// Where a rule comes from; rules of equal priority are tried ConfigMap
+/// rules first, in ConfigMap order, then Selector objects by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RuleSource {
+    /// The profile ConfigMap's `selectors`, at this position.
+    ConfigMap(usize),
+    /// A `Selector` object (`eci.aliyun.com`), named as the rule.
+    Selector,
+}
+
+/// Policy `namespaceResourceLimit` of a Selector object: what `namespace`
+/// may run on virtual nodes in all (resource name, quantity).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceLimit {
+    pub namespace: String,
+    pub limits: Vec<(String, String)>,
+}
+
 /// One compiled selector rule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     pub name: String,
+    pub source: RuleSource,
     pub priority: i32,
     pub policy: SchedulingPolicy,
+    /// Set by policy `namespaceResourceLimit` (whose pods are scheduled as `virtualNodeOnly`).
+    pub namespace_limit: Option<NamespaceLimit>,
     pub namespace_selector: Option<Selector>,
     pub object_selector: Option<Selector>,
     /// Annotations to add, in profile order.
@@ -90,6 +120,11 @@ impl Rule {
     /// every pod sent to a virtual node.
     pub fn has_selector(&self) -> bool {
         self.namespace_selector.is_some() || self.object_selector.is_some()
+    }
+
+    /// The order rules are tried in: priority (descending), then source.
+    fn order(&self) -> (std::cmp::Reverse<i32>, RuleSource, &str) {
+        (std::cmp::Reverse(self.priority), self.source, &self.name)
     }
 }
 
@@ -140,6 +175,49 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A profile of `rules` (valid ones), tried by priority, then source.
+    pub(crate) fn assemble(
+        mut rules: Vec<Rule>,
+        virtual_node: VirtualNode,
+        cluster_annotations: Vec<(String, String)>,
+        digest: u64,
+    ) -> Self {
+        rules.sort_by(|a, b| a.order().cmp(&b.order()));
+        let (selecting, effect_only): (Vec<Rule>, Vec<Rule>) =
+            rules.into_iter().partition(Rule::has_selector);
+        let effects_feed_selection = selecting.iter().chain(&effect_only).any(|rule| {
+            rule.labels.iter().any(|(key, _)| {
+                selecting.iter().any(|r| {
+                    r.object_selector
+                        .iter()
+                        .flat_map(|s| s.requirements())
+                        .any(|req| &req.key == key)
+                })
+            })
+        });
+        Profile {
+            index: RuleIndex::new(&selecting),
+            toleration_values: virtual_node
+                .tolerations
+                .iter()
+                .map(|t| serde_json::to_value(t).expect("a toleration serialises"))
+                .collect(),
+            normal_node_preference: compile::normal_node_preference(&virtual_node),
+            selecting,
+            effect_only,
+            virtual_node,
+            cluster_annotations,
+            effects_feed_selection,
+            digest,
+        }
+    }
+
+    /// Every rule, in the order [`selecting_rules`](Self::selecting_rules)
+    /// then [`effect_only_rules`](Self::effect_only_rules).
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.selecting.iter().chain(&self.effect_only)
+    }
+
     /// The embedded default profile.
     pub fn embedded_default() -> Self {
         ProfileData::from_manifest("<embedded default profile>", EMBEDDED_DEFAULT)

@@ -125,6 +125,105 @@ pub fn parse(text: &str, booleans: Booleans) -> Result<Node, SyntaxError> {
     })
 }
 
+/// Parses YAML text of one or more documents (`---`), as kubectl reads a
+/// manifest file: positions count from the start of `text`; empty documents
+/// are left out. JSON text is one document.
+pub fn parse_documents(text: &str, booleans: Booleans) -> Result<Vec<Node>, SyntaxError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') || trimmed.starts_with('{') {
+        return parse(text, booleans).map(|node| vec![node]);
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: booleans == Booleans::Yaml12,
+    };
+    let documents =
+        serde_saphyr::from_multiple_with_options::<Node>(text, options).map_err(|e| {
+            SyntaxError {
+                message: format!(
+                    "invalid YAML: {}",
+                    first_line(&e.without_snippet().to_string())
+                ),
+                position: e.location().map(Position::from).unwrap_or_default(),
+            }
+        })?;
+    Ok(documents
+        .into_iter()
+        .filter(|d| d.value != Value::Null)
+        .collect())
+}
+
+impl Node {
+    /// A tree from JSON (an object from the API server), positions unknown.
+    pub fn from_json(value: &serde_json::Value) -> Node {
+        use serde_json::Value as Json;
+        let value = match value {
+            Json::Null => Value::Null,
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Value::Integer(i.into()),
+                (None, Some(u)) => Value::Integer(u.into()),
+                _ => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            Json::String(s) => Value::String(s.clone()),
+            Json::Array(items) => Value::Sequence(items.iter().map(Node::from_json).collect()),
+            Json::Object(entries) => Value::Mapping(
+                entries
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Node::at_unknown(Value::String(k.clone())),
+                            Node::from_json(v),
+                        )
+                    })
+                    .collect(),
+            ),
+        };
+        Node::at_unknown(value)
+    }
+
+    fn at_unknown(value: Value) -> Node {
+        Node {
+            value,
+            position: Position::default(),
+        }
+    }
+
+    /// The value as JSON (positions dropped); `None` for a key that is not a string.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        use serde_json::Value as Json;
+        Some(match &self.value {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Integer(i) => match i64::try_from(*i) {
+                Ok(i) => Json::from(i),
+                Err(_) => Json::from(u64::try_from(*i).ok()?),
+            },
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+            Value::String(s) => Json::String(s.clone()),
+            Value::Sequence(items) => {
+                Json::Array(items.iter().map(Node::to_json).collect::<Option<_>>()?)
+            }
+            Value::Mapping(entries) => Json::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Some((k.as_str()?.to_string(), v.to_json()?)))
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+
+    /// The value of field `name`, when this is a mapping that has it.
+    pub fn get(&self, name: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Mapping(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(name))
+                .map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
 /// The plain scalar at `position` in `text` when it spells a boolean of
 /// YAML 1.1 only (`yes`, `on`, `n`, ...): where a [`Booleans::Yaml11`]
 /// reading differs from YAML 1.2's, for messages.
