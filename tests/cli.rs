@@ -410,3 +410,115 @@ fn workloads_become_the_pods_their_controllers_create() {
     );
     assert_eq!(pods[1]["spec"]["hostNetwork"], true);
 }
+
+/// A ConfigMap, a Selector, a Deployment and a `kind: List` of two more
+/// Selectors, in one file as a GitOps repository holds them.
+const MIXED: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: eci-profile
+  namespace: kube-system
+data:
+  selectors: |
+    [{"name": "batch", "namespaceSelector": {"matchLabels": {"team": "batch"}}}]
+---
+apiVersion: eci.aliyun.com/v1beta1
+kind: Selector
+metadata:
+  name: web
+spec:
+  objectLabels:
+    matchLabels:
+      app: web
+  policy:
+    fair: {}
+  priority: 3
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+---
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: eci.aliyun.com/v1
+    kind: Selector
+    metadata:
+      name: db-stays-home
+    spec:
+      objectLabels: {matchLabels: {app: db}}
+      policy: {normalNodeOnly: {}}
+      priority: 10
+  - apiVersion: eci.aliyun.com/v1
+    kind: Selector
+    metadata:
+      name: ratios
+    spec:
+      objectLabels: {matchLabels: {app: api}}
+      policy: {normalNodePrefer: {cpuRatio: 2}}
+"#;
+
+#[test]
+fn validate_reads_selectors_next_to_the_configmap() {
+    let path = write_temp("mixed", MIXED);
+    let out = run(&["validate", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("valid: 4 selectors, 1 warning"), "{text}");
+    let file = path.display();
+    assert!(
+        text.contains(&format!("{file}:44:45: warning: selector \"ratios\": spec.policy.normalNodePrefer.cpuRatio: is accepted and ignored")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{file}:22:1: info: kind: kind Deployment ignored: not a profile object"
+        )),
+        "{text}"
+    );
+    // A Selector named like a ConfigMap rule, and a Selector with an error.
+    let clash = MIXED
+        .replace("name: web\nspec", "name: batch\nspec")
+        .replace(
+            "app: db}}",
+            "app: db}, matchExpressions: [{key: tier, operator: In}]}",
+        );
+    let path = write_temp("clash", &clash);
+    let out = run(&["validate", path.to_str().unwrap()]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!("{file}:13:9: error: selector \"batch\": metadata.name: selector \"batch\" is also a rule of the profile ConfigMap", file = path.display())),
+        "{text}"
+    );
+    assert!(
+        text.contains("error: selector \"db-stays-home\": spec.objectLabels.matchExpressions[0].values: must be non-empty when the operator is In"),
+        "{text}"
+    );
+    assert!(text.contains("invalid: 2 errors, 1 warning"), "{text}");
+}
+
+#[test]
+fn check_decides_with_selectors_from_the_profile_file() {
+    let path = write_temp("mixed-check", MIXED);
+    let pod = |app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {app}\n  namespace: default\n  labels:\n    app: {app}\nspec:\n  containers:\n    - name: c\n      image: nginx\n"
+        )
+    };
+    let out = run_stdin(
+        &["check", "--profile", path.to_str().unwrap(), "-"],
+        format!("{}---\n{}", pod("web"), pod("db")).as_bytes(),
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("selected:  web (priority 3, policy fair)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SKIPPED: left unchanged: rule db-stays-home (policy normalNodeOnly) keeps it off virtual nodes"),
+        "{text}"
+    );
+}

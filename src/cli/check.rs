@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Profile ConfigMap manifest or mounted directory [default: the embedded default profile]
+    /// Profile manifest (the ConfigMap and/or Selector objects) or mounted ConfigMap directory [default: the embedded default profile]
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
     /// Namespace manifests giving namespace labels (e.g. `kubectl get ns -o yaml`)

@@ -27,7 +27,7 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Show what the webhook does with pods or AdmissionReview requests.
     Check(check::CheckArgs),
-    /// Validate profile ConfigMaps (manifests or mounted directories).
+    /// Validate profiles: ConfigMap and Selector manifests, or mounted directories.
     Validate(validate::ValidateArgs),
     /// Write a CA and a serving certificate signed by it (ca.crt, tls.crt, tls.key).
     Certs(certs::CertsArgs),
@@ -57,18 +57,23 @@ pub fn run() -> ExitCode {
 /// Loads and compiles a profile file, or the embedded default without one.
 /// Warnings go to stderr; errors refuse the profile.
 fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
-    let (data, name) = match path {
+    let (manifests, name) = match path {
         Some(path) => (
-            read_profile(path).map_err(|d| d.to_string())?,
+            read_profile(path).map_err(|d| d.to_string())?.0,
             path.display().to_string(),
         ),
-        None => (
-            ProfileData::from_manifest("<embedded default profile>", profile::EMBEDDED_DEFAULT)
-                .map_err(|d| d.to_string())?,
-            "<embedded default profile>".to_string(),
-        ),
+        None => {
+            let name = "<embedded default profile>";
+            let data = ProfileData::from_manifest(name, profile::EMBEDDED_DEFAULT)
+                .map_err(|d| d.to_string())?;
+            let manifests = profile::Manifests {
+                configmap: Some(data),
+                selectors: Vec::new(),
+            };
+            (manifests, name.to_string())
+        }
     };
-    let (profile, diagnostics) = profile::compile(&data)
+    let (profile, diagnostics) = profile::compile_manifests(&manifests)
         .into_result()
         .map_err(|e| format!("{name}: {e}"))?;
     for d in diagnostics

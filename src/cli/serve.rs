@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// Require client certificates signed by this CA (PEM)
     #[arg(long, env = "ECI_PROFILE_CLIENT_CA", value_name = "FILE")]
     client_ca: Option<PathBuf>,
-    /// Profile ConfigMap manifest or mounted directory, followed for changes [default: the embedded default profile]
+    /// Profile manifest (the ConfigMap and/or Selector objects) or mounted ConfigMap directory, followed for changes [default: the embedded default profile]
     #[arg(long, env = "ECI_PROFILE_PROFILE_FILE", value_name = "PATH")]
     profile_file: Option<PathBuf>,
     /// Profile ConfigMap to watch in the cluster [default: kube-system/eci-profile when in a cluster or given --kubeconfig]

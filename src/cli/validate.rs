@@ -9,7 +9,8 @@ use eci_profile::sources::file::read_profile;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Profile ConfigMap manifests (YAML or JSON) or mounted ConfigMap directories.
+    /// Profile manifests (YAML or JSON: the ConfigMap, eci.aliyun.com Selector
+    /// objects, or both; several documents and `kind: List` allowed) or mounted ConfigMap directories.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
 }
@@ -21,9 +22,10 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
         let name = path.display();
         let (diagnostics, rules) = match read_profile(path) {
             Err(diagnostics) => (diagnostics, None),
-            Ok(data) => {
-                let compiled = profile::compile(&data);
+            Ok((manifests, notes)) => {
+                let mut compiled = profile::compile_manifests(&manifests);
                 let rules = compiled.profile.as_ref().map(|p| p.rule_count());
+                compiled.diagnostics.0.extend(notes.0);
                 (compiled.diagnostics, rules)
             }
         };

@@ -4,23 +4,164 @@
 use super::node::{self, Node, Position, Value};
 use super::{Diagnostic, Diagnostics, Entry, Origin, ProfileData, Severity};
 
+/// A finding about `file` at `position`.
+fn finding(
+    severity: Severity,
+    file: &str,
+    position: Position,
+    field: &str,
+    message: String,
+) -> Diagnostic {
+    Diagnostic {
+        severity,
+        file: Some(file.to_string()),
+        position: Some(position),
+        selector: None,
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// A profile as manifest files hold it: the profile ConfigMap's data and
+/// `Selector` objects, in any number of documents (`---`) and `kind: List`s.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Manifests {
+    /// The ConfigMap's data; `None` without a ConfigMap.
+    pub configmap: Option<ProfileData>,
+    /// Selector objects, each with where its positions are.
+    pub selectors: Vec<(Node, Origin)>,
+}
+
+impl Manifests {
+    /// Reads every ConfigMap and Selector of a manifest file; `file` names it
+    /// in messages. Objects of other kinds (a Deployment next to its
+    /// Selector) are left out with an information.
+    pub fn read(file: &str, text: &str) -> Result<(Self, Diagnostics), Diagnostics> {
+        // Read as kubectl reads it (YAML 1.1 booleans), so that what passes
+        // here also applies.
+        let documents = node::parse_documents(text, node::Booleans::Yaml11).map_err(|e| {
+            Diagnostics(vec![finding(
+                Severity::Error,
+                file,
+                e.position,
+                "",
+                e.message,
+            )])
+        })?;
+        let mut objects = Vec::new();
+        for document in documents {
+            match (
+                document.get("kind").and_then(Node::as_str),
+                document.get("items"),
+            ) {
+                (Some(kind), Some(items)) if kind == "List" || kind.ends_with("List") => {
+                    if let Value::Sequence(items) = &items.value {
+                        objects.extend(items.iter().cloned());
+                    }
+                }
+                _ => objects.push(document),
+            }
+        }
+        let mut manifests = Manifests::default();
+        let (mut errors, mut notes) = (Vec::new(), Vec::new());
+        let mut others = Vec::new();
+        for object in objects {
+            if super::selector_object::is_selector(&object) {
+                manifests
+                    .selectors
+                    .push((object, Origin::File(file.to_string())));
+                continue;
+            }
+            match object.get("kind").and_then(Node::as_str) {
+                Some("ConfigMap") if manifests.configmap.is_some() => errors.push(finding(
+                    Severity::Error,
+                    file,
+                    object.position,
+                    "",
+                    "a second ConfigMap: a profile is one ConfigMap (and any number of Selectors)"
+                        .into(),
+                )),
+                Some("ConfigMap") => match ProfileData::from_configmap(file, text, &object) {
+                    Ok(data) => manifests.configmap = Some(data),
+                    Err(d) => errors.extend(d.0),
+                },
+                kind => others.push((object.position, kind.unwrap_or("").to_string())),
+            }
+        }
+        let found_any = manifests.configmap.is_some() || !manifests.selectors.is_empty();
+        for (position, kind) in others {
+            if found_any {
+                notes.push(finding(
+                    Severity::Info,
+                    file,
+                    position,
+                    "kind",
+                    format!("{} ignored: not a profile object", echo_kind(&kind)),
+                ));
+            } else {
+                errors.push(finding(
+                    Severity::Error,
+                    file,
+                    position,
+                    "kind",
+                    format!(
+                        "expected a ConfigMap or eci.aliyun.com Selector manifest, found {}",
+                        echo_kind(&kind)
+                    ),
+                ));
+            }
+        }
+        if !found_any && errors.is_empty() {
+            errors.push(finding(
+                Severity::Error,
+                file,
+                Position::default(),
+                "",
+                "no ConfigMap or Selector in the file".into(),
+            ));
+        }
+        if errors.is_empty() {
+            Ok((manifests, Diagnostics(notes)))
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+}
+
+fn echo_kind(kind: &str) -> String {
+    if kind.is_empty() {
+        "an object without kind".into()
+    } else {
+        format!("kind {}", crate::truncate::echo(kind))
+    }
+}
+
 impl ProfileData {
     /// Reads the `data` of a ConfigMap manifest; `file` names it in messages.
     pub fn from_manifest(file: &str, manifest: &str) -> Result<Self, Diagnostics> {
+        let root = node::parse(manifest, node::Booleans::Yaml11).map_err(|e| {
+            Diagnostics(vec![finding(
+                Severity::Error,
+                file,
+                e.position,
+                "",
+                e.message,
+            )])
+        })?;
+        Self::from_configmap(file, manifest, &root)
+    }
+
+    /// Reads the `data` of the ConfigMap `root`, parsed from `manifest`.
+    fn from_configmap(file: &str, manifest: &str, root: &Node) -> Result<Self, Diagnostics> {
         let error = |position: Position, field: &str, message: String| {
-            Diagnostics(vec![Diagnostic {
-                severity: Severity::Error,
-                file: Some(file.to_string()),
-                position: Some(position),
-                selector: None,
-                field: field.to_string(),
+            Diagnostics(vec![finding(
+                Severity::Error,
+                file,
+                position,
+                field,
                 message,
-            }])
+            )])
         };
-        // Read as kubectl reads it (YAML 1.1 booleans), so that what passes
-        // here also applies.
-        let root = node::parse(manifest, node::Booleans::Yaml11)
-            .map_err(|e| error(e.position, "", e.message))?;
         let Value::Mapping(fields) = &root.value else {
             return Err(error(
                 root.position,

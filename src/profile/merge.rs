@@ -9,7 +9,10 @@
 //! - Everything else of the profile (virtual node, cluster annotations)
 //!   comes from the ConfigMap.
 
-use super::{Profile, Rule, RuleSource};
+use super::{
+    Compiled, Diagnostic, Diagnostics, Manifests, Profile, ProfileData, Rule, RuleSource, Severity,
+    compile, compile_selector,
+};
 
 /// The profile in use and the Selectors left out of it.
 #[derive(Clone, Debug)]
@@ -59,6 +62,71 @@ pub fn merge<'a>(
             digest,
         ),
         clashes,
+    }
+}
+
+/// Checks and compiles everything `manifests` hold into one profile, as
+/// `validate` and `check` see it: strict, so a Selector with errors, two
+/// Selectors of one name or a name clash with the ConfigMap refuse it.
+pub fn compile_manifests(manifests: &Manifests) -> Compiled {
+    let base = compile(
+        manifests
+            .configmap
+            .as_ref()
+            .unwrap_or(&ProfileData::default()),
+    );
+    let mut diagnostics = base.diagnostics.0;
+    let mut selectors: Vec<(Rule, u64)> = Vec::new();
+    for (node, origin) in &manifests.selectors {
+        let compiled = compile_selector(node, origin);
+        diagnostics.extend(compiled.diagnostics.0);
+        let (Some(rule), Some(name)) = (compiled.rule, compiled.name) else {
+            continue;
+        };
+        let clash = if selectors.iter().any(|(r, _)| r.name == name) {
+            Some(format!(
+                "a second Selector named {:?}",
+                crate::truncate::echo(&name)
+            ))
+        } else if base
+            .profile
+            .as_ref()
+            .is_some_and(|p| p.rules().any(|r| r.name == name))
+        {
+            Some(clash_message(&name))
+        } else {
+            None
+        };
+        if let Some(message) = clash {
+            let at = node
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .unwrap_or(node);
+            diagnostics.push(Diagnostic {
+                severity: Severity::Error,
+                file: match origin {
+                    super::Origin::File(file) => Some(file.clone()),
+                    _ => None,
+                },
+                position: Some(at.position).filter(|p| p.is_known()),
+                selector: Some(name),
+                field: "metadata.name".into(),
+                message,
+            });
+            continue;
+        }
+        selectors.push((rule, compiled.digest));
+    }
+    let diagnostics = Diagnostics(diagnostics);
+    let profile = match base.profile {
+        Some(profile) if !diagnostics.has_errors() => {
+            Some(merge(&profile, selectors.iter().map(|(r, d)| (r, *d))).profile)
+        }
+        _ => None,
+    };
+    Compiled {
+        profile,
+        diagnostics,
     }
 }
 

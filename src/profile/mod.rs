@@ -20,7 +20,8 @@ use std::fmt;
 pub use compile::{Compiled, ProfileError, compile};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use index::RuleIndex;
-pub use merge::{Merged, clash_message, merge};
+pub use manifest::Manifests;
+pub use merge::{Merged, clash_message, compile_manifests, merge};
 pub use selector_object::{CompiledSelector, compile_selector};
 
 use crate::labels::Labels;

@@ -10,7 +10,7 @@ use crate::digest;
 use crate::metrics::Metrics;
 use crate::namespaces::StaticNamespaces;
 use crate::profile::{
-    self, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Severity,
+    self, Diagnostic, Diagnostics, Entry, Manifests, Origin, Profile, ProfileData, Severity,
 };
 use crate::published::Published;
 
@@ -35,13 +35,14 @@ impl Raw {
         }
     }
 
-    fn into_data(self, path: &Path) -> Result<ProfileData, Diagnostics> {
+    /// The manifests read, with informations about what was left out.
+    fn into_manifests(self, path: &Path) -> Result<(Manifests, Diagnostics), Diagnostics> {
         let name = path.display().to_string();
         match self {
             Raw::Manifest(bytes) => {
                 let text = String::from_utf8(bytes)
                     .map_err(|_| read_error(&name, String::new(), NOT_UTF8.into()))?;
-                ProfileData::from_manifest(&name, &text)
+                Manifests::read(&name, &text)
             }
             Raw::Directory(files) => {
                 let mut data = ProfileData::default();
@@ -57,7 +58,11 @@ impl Raw {
                         },
                     );
                 }
-                Ok(data)
+                let manifests = Manifests {
+                    configmap: Some(data),
+                    selectors: Vec::new(),
+                };
+                Ok((manifests, Diagnostics::default()))
             }
         }
     }
@@ -108,9 +113,11 @@ fn read_raw(path: &Path) -> Result<Raw, Diagnostics> {
     Ok(Raw::Directory(files))
 }
 
-/// Reads profile data from a ConfigMap manifest file or a mounted directory.
-pub fn read_profile(path: &Path) -> Result<ProfileData, Diagnostics> {
-    read_raw(path)?.into_data(path)
+/// Reads a profile from a manifest file (a ConfigMap, Selector objects, or
+/// both) or a mounted ConfigMap directory; with informations about objects
+/// of other kinds left out.
+pub fn read_profile(path: &Path) -> Result<(Manifests, Diagnostics), Diagnostics> {
+    read_raw(path)?.into_manifests(path)
 }
 
 /// Reads Namespace manifests (for `--namespaces-file`).
@@ -122,8 +129,8 @@ pub fn read_namespaces(path: &Path) -> Result<StaticNamespaces, String> {
 
 /// Reads and compiles a profile file; errors are the findings, as text.
 pub fn load_profile(path: &Path) -> Result<(Profile, Diagnostics), String> {
-    let data = read_profile(path).map_err(|d| d.to_string())?;
-    profile::compile(&data)
+    let (manifests, _) = read_profile(path).map_err(|d| d.to_string())?;
+    profile::compile_manifests(&manifests)
         .into_result()
         .map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -165,19 +172,18 @@ impl ProfileFile {
             return;
         }
         self.tried = Some(digest);
-        let data = match raw.and_then(|raw| raw.into_data(path)) {
-            Ok(data) => data,
+        let manifests = match raw.and_then(|raw| raw.into_manifests(path)) {
+            Ok((manifests, _)) => manifests,
             Err(diagnostics) => {
                 self.metrics.profile_loaded(None);
                 tracing::error!(path = %path.display(), error = %diagnostics, "cannot read the profile; keeping the last good one");
                 return;
             }
         };
-        if data.digest() == self.published.get().digest() {
-            self.metrics.profile_current();
-            return;
-        }
-        match profile::compile(&data).into_result() {
+        match profile::compile_manifests(&manifests).into_result() {
+            Ok((profile, _)) if profile.digest() == self.published.get().digest() => {
+                self.metrics.profile_current();
+            }
             Ok((profile, diagnostics)) => {
                 for d in diagnostics
                     .iter()
