@@ -57,6 +57,15 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of `selector_objects`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SelectorStateLabels {
+    /// `applied` (as written), `invalid` (refused; its last good version,
+    /// if any, still applies) or `name-clash` (left out: a ConfigMap rule
+    /// has its name).
+    pub state: &'static str,
+}
+
 /// Labels of `profile_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProfileInfoLabels {
@@ -81,6 +90,8 @@ pub struct Metrics {
     pub ca_bundle_updates: Family<ResultLabels, Counter>,
     pub buffered_request_bytes: Gauge,
     pub large_decisions_in_flight: Gauge,
+    pub selector_objects: Family<SelectorStateLabels, Gauge>,
+    pub selector_crd_installed: Gauge,
 }
 
 impl Default for Metrics {
@@ -171,6 +182,18 @@ impl Default for Metrics {
             "Large request bodies being read and decided now, against --max-large-decisions",
             large_decisions_in_flight.clone(),
         );
+        let selector_objects = Family::<SelectorStateLabels, Gauge>::default();
+        registry.register(
+            "selector_objects",
+            "Selector objects (eci.aliyun.com) in the cluster, by state: applied, invalid (refused; its last good version still applies) or name-clash (left out)",
+            selector_objects.clone(),
+        );
+        let selector_crd_installed = Gauge::default();
+        registry.register(
+            "selector_crd_installed",
+            "1 while Selector objects (selectors.eci.aliyun.com) are served and watched, else 0",
+            selector_crd_installed.clone(),
+        );
         Self {
             registry,
             requests,
@@ -187,6 +210,8 @@ impl Default for Metrics {
             ca_bundle_updates,
             buffered_request_bytes,
             large_decisions_in_flight,
+            selector_objects,
+            selector_crd_installed,
         }
     }
 }
@@ -237,15 +262,21 @@ impl Metrics {
             .inc();
         self.profile_reload_failing.set(i64::from(loaded.is_none()));
         if let Some((digest, selectors)) = loaded {
-            self.profile_generation.inc();
-            self.profile_selectors.set(selectors as i64);
-            self.profile_info.clear();
-            self.profile_info
-                .get_or_create(&ProfileInfoLabels {
-                    digest: format!("{digest:016x}"),
-                })
-                .set(1);
+            self.profile_in_use(digest, selectors);
         }
+    }
+
+    /// Records the profile now in use (a new generation), whatever made it
+    /// change; leaves `profile_reload_failing` alone.
+    pub fn profile_in_use(&self, digest: u64, selectors: usize) {
+        self.profile_generation.inc();
+        self.profile_selectors.set(selectors as i64);
+        self.profile_info.clear();
+        self.profile_info
+            .get_or_create(&ProfileInfoLabels {
+                digest: format!("{digest:016x}"),
+            })
+            .set(1);
     }
 
     /// Records a certificate load attempt; on success, its expiry.
@@ -265,6 +296,19 @@ impl Metrics {
         self.ca_bundle_updates
             .get_or_create(&ResultLabels { result })
             .inc();
+    }
+
+    /// Records how many Selector objects are applied, invalid and left out by a name clash.
+    pub fn selector_states(&self, applied: usize, invalid: usize, clashing: usize) {
+        for (state, count) in [
+            ("applied", applied),
+            ("invalid", invalid),
+            ("name-clash", clashing),
+        ] {
+            self.selector_objects
+                .get_or_create(&SelectorStateLabels { state })
+                .set(count as i64);
+        }
     }
 
     /// The metrics in OpenMetrics text format.

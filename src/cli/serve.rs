@@ -255,11 +255,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         if let (Some((ns, name)), Some(client)) = (&configmap, client) {
             server::cluster::follow_profile_configmap(
                 &state,
-                client,
+                client.clone(),
                 ns,
                 name,
                 args.pod_name.clone(),
             );
+            server::cluster::follow_selectors(&state, client, args.pod_name.clone());
         }
         let server = Server::bind(options, state)
             .await

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::State;
-use crate::sources::cluster::{NamespaceCache, ProfileFollower};
+use crate::sources::cluster::{self as sources, NamespaceCache, ProfileFollower};
+use crate::sources::selectors::{self, SelectorFollower};
 
 /// Follows the profile ConfigMap `namespace/name` into `state`; `/readyz`
 /// reports "profile not synced" until it has been read (or found absent).
@@ -26,9 +27,44 @@ pub fn follow_profile_configmap(
         namespace,
         name,
         instance,
-        state.profile.clone(),
+        state.assembly.clone(),
         state.metrics.clone(),
         synced,
+    );
+    tokio::spawn(follower.follow())
+}
+
+/// Follows the cluster's Selector objects into `state`'s profile; `/readyz`
+/// reports "selectors not synced" until they have been listed (or found not
+/// served: the CRD is optional).
+pub fn follow_selectors(
+    state: &State,
+    client: kube::Client,
+    instance: Option<String>,
+) -> tokio::task::JoinHandle<()> {
+    follow_selectors_every(state, client, instance, selectors::RECHECK)
+}
+
+/// [`follow_selectors`], asking discovery again every `recheck` while
+/// Selector objects are not served.
+pub fn follow_selectors_every(
+    state: &State,
+    client: kube::Client,
+    instance: Option<String>,
+    recheck: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let synced = Arc::new(AtomicBool::new(false));
+    let flag = synced.clone();
+    state
+        .readiness
+        .require("selectors not synced", move || flag.load(Ordering::Acquire));
+    let follower = SelectorFollower::new(
+        client.clone(),
+        sources::recorder(client, instance),
+        state.assembly.clone(),
+        state.metrics.clone(),
+        synced,
+        recheck,
     );
     tokio::spawn(follower.follow())
 }

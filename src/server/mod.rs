@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLookup;
 use crate::profile::Profile;
 use crate::published::Published;
+use crate::sources::assembly::Assembly;
 use crate::sources::watch::{self, Changes};
 use crate::tls::{self, CertificateStore, Reload};
 
@@ -144,6 +145,8 @@ impl Readiness {
 /// Everything the request path reads, shared by every connection.
 pub struct State {
     pub profile: Arc<Published<Profile>>,
+    /// Where the cluster's sources put their parts of `profile`.
+    pub assembly: Arc<Assembly>,
     pub namespaces: Arc<dyn NamespaceLookup>,
     pub exclusions: Exclusions,
     pub metrics: Arc<Metrics>,
@@ -162,11 +165,14 @@ impl State {
         let metrics = Metrics::default();
         metrics.profile_loaded(Some((profile.digest(), profile.rule_count())));
         let readiness = Readiness::default();
+        let profile = Arc::new(Published::new(profile));
+        let metrics = Arc::new(metrics);
         Self {
-            profile: Arc::new(Published::new(profile)),
+            assembly: Arc::new(Assembly::new(profile.clone(), metrics.clone())),
+            profile,
             namespaces,
             exclusions,
-            metrics: Arc::new(metrics),
+            metrics,
             readiness,
             limits,
         }

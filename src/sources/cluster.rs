@@ -19,11 +19,11 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 
+use super::assembly::Assembly;
 use crate::labels::Labels;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLookup;
 use crate::profile::{self, Profile, ProfileData, Severity};
-use crate::published::Published;
 
 /// How long the request path waits for an unknown namespace.
 pub const NAMESPACE_FETCH_TIMEOUT: Duration = Duration::from_millis(500);
@@ -155,6 +155,15 @@ impl NamespaceLookup for NamespaceCache {
     }
 }
 
+/// The Event recorder of this process; `instance` names the replica.
+pub fn recorder(client: kube::Client, instance: Option<String>) -> Recorder {
+    let reporter = Reporter {
+        controller: REPORTING_CONTROLLER.into(),
+        instance,
+    };
+    Recorder::new(client, reporter)
+}
+
 /// Follows the profile ConfigMap `namespace/name` for ever and publishes each
 /// valid version; see [`ProfileFollower::handle`] for what each change does.
 pub struct ProfileFollower {
@@ -162,7 +171,7 @@ pub struct ProfileFollower {
     namespace: String,
     name: String,
     recorder: Recorder,
-    published: Arc<Published<Profile>>,
+    assembly: Arc<Assembly>,
     metrics: Arc<Metrics>,
     synced: Arc<AtomicBool>,
     /// The last resourceVersion an Event was emitted for.
@@ -173,26 +182,23 @@ pub struct ProfileFollower {
 }
 
 impl ProfileFollower {
-    /// A follower of `namespace/name`; `instance` names this replica in Events.
+    /// A follower of `namespace/name`, feeding `assembly`; `instance` names
+    /// this replica in Events.
     pub fn new(
         client: kube::Client,
         namespace: &str,
         name: &str,
         instance: Option<String>,
-        published: Arc<Published<Profile>>,
+        assembly: Arc<Assembly>,
         metrics: Arc<Metrics>,
         synced: Arc<AtomicBool>,
     ) -> Self {
-        let reporter = Reporter {
-            controller: REPORTING_CONTROLLER.into(),
-            instance,
-        };
         Self {
             api: Api::namespaced(client.clone(), namespace),
             namespace: namespace.into(),
             name: name.into(),
-            recorder: Recorder::new(client, reporter),
-            published,
+            recorder: recorder(client, instance),
+            assembly,
             metrics,
             synced,
             reported: None,
@@ -242,7 +248,7 @@ impl ProfileFollower {
         let Some(cm) = configmap else {
             self.tried = None;
             let empty = Profile::empty();
-            if self.published.get().digest() != empty.digest() {
+            if self.assembly.configmap().digest() != empty.digest() {
                 tracing::warn!(configmap = %format_args!("{}/{}", self.namespace, self.name), "profile ConfigMap absent: no selectors");
                 self.publish(empty);
             } else {
@@ -255,7 +261,7 @@ impl ProfileFollower {
         let version = cm.metadata.resource_version.clone();
         let fresh = version.is_none() || version != self.reported;
         let tried = self.tried.replace(digest) == Some(digest);
-        if digest == self.published.get().digest() {
+        if digest == self.assembly.configmap().digest() {
             self.metrics.profile_current();
             if !fresh {
                 return;
@@ -270,7 +276,7 @@ impl ProfileFollower {
                     tracing::warn!("{d}");
                 }
                 let selectors = new.rule_count();
-                if digest != self.published.get().digest() {
+                if digest != self.assembly.configmap().digest() {
                     self.publish(new);
                 }
                 if fresh {
@@ -300,7 +306,7 @@ impl ProfileFollower {
     /// Puts a compiled profile in use.
     fn publish(&self, profile: Profile) {
         let source = format!("configmap {}/{}", self.namespace, self.name);
-        super::publish(&self.published, &self.metrics, profile, &source);
+        self.assembly.set_configmap(profile, &source);
     }
 
     async fn event(&self, cm: &ConfigMap, type_: EventType, reason: &str, note: String) {

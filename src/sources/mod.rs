@@ -1,7 +1,9 @@
 //! Where profiles and namespace labels come from, outside the pure core.
 
+pub mod assembly;
 pub mod cluster;
 pub mod file;
+pub mod selectors;
 pub mod watch;
 
 use crate::metrics::Metrics;

@@ -1,0 +1,332 @@
+//! Selector objects (`selectors.eci.aliyun.com`) from the cluster: found by
+//! discovery, watched, each version compiled once when it arrives, and fed
+//! to the [`Assembly`] as one more rule source.
+//!
+//! - The CRD is optional: without it the ConfigMap alone applies, with one
+//!   warning; discovery is asked again every [`RECHECK`], so installing the
+//!   CRD later starts the watch without a restart (and deleting it stops it).
+//! - A Selector that does not compile is refused with a Warning Event
+//!   `InvalidSelector` (the messages of `validate`) and counted; its last
+//!   good version, if any, keeps applying until it is fixed or deleted.
+//! - A Selector named like a ConfigMap rule is left out, with the same Event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::APIGroup;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+
+use super::assembly::{Assembly, SelectorRules};
+use crate::metrics::Metrics;
+use crate::profile::node::Node;
+use crate::profile::selector_object::{GROUP, KIND, VERSIONS};
+use crate::profile::{self, Origin, Rule, Severity, compile_selector};
+
+/// How often discovery is asked again while Selector objects are not served.
+pub const RECHECK: Duration = Duration::from_secs(30);
+
+/// The plural resource name.
+const PLURAL: &str = "selectors";
+
+/// Follows the cluster's Selector objects into an [`Assembly`].
+pub struct SelectorFollower {
+    client: kube::Client,
+    recorder: Recorder,
+    assembly: Arc<Assembly>,
+    metrics: Arc<Metrics>,
+    synced: Arc<AtomicBool>,
+    recheck: Duration,
+    objects: BTreeMap<String, Tracked>,
+}
+
+/// What is known of one Selector object.
+#[derive(Default)]
+struct Tracked {
+    /// The last version that compiled, and its digest: what applies.
+    good: Option<(Rule, u64)>,
+    /// The digest of the version last seen.
+    seen: Option<u64>,
+    /// Whether the version last seen was refused.
+    invalid: bool,
+    /// The resourceVersion last reported with an Event, and for what.
+    reported: Option<(String, &'static str)>,
+    /// The object's reference, for Events.
+    reference: ObjectReference,
+}
+
+/// Why the watch ended.
+enum Ended {
+    /// The resource is no longer served (the CRD was deleted).
+    Gone,
+}
+
+impl SelectorFollower {
+    /// A follower feeding `assembly`; `synced` is set once the Selectors
+    /// have been listed, or found not served.
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        assembly: Arc<Assembly>,
+        metrics: Arc<Metrics>,
+        synced: Arc<AtomicBool>,
+        recheck: Duration,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            assembly,
+            metrics,
+            synced,
+            recheck,
+            objects: BTreeMap::new(),
+        }
+    }
+
+    /// Follows the Selector objects for ever.
+    pub async fn follow(mut self) {
+        let mut absent_reported = false;
+        let mut failure_reported: Option<String> = None;
+        loop {
+            match served_version(&self.client).await {
+                Ok(Some(version)) => {
+                    failure_reported = None;
+                    tracing::info!(
+                        resource = %format_args!("{PLURAL}.{GROUP}/{version}"),
+                        "watching Selector objects"
+                    );
+                    absent_reported = false;
+                    self.metrics.selector_crd_installed.set(1);
+                    let Ended::Gone = self.watch(&version).await;
+                    self.metrics.selector_crd_installed.set(0);
+                    tracing::warn!(
+                        "Selector objects are no longer served (CRD {PLURAL}.{GROUP} deleted?): their rules no longer apply"
+                    );
+                    self.forget_all();
+                }
+                Ok(None) => {
+                    if !absent_reported {
+                        tracing::warn!(
+                            "CRD {PLURAL}.{GROUP} is not installed: the profile ConfigMap alone applies (checked again every {}s)",
+                            self.recheck.as_secs()
+                        );
+                        absent_reported = true;
+                    }
+                    self.forget_all();
+                    self.set_synced();
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if failure_reported.as_deref() != Some(text.as_str()) {
+                        tracing::error!(error = %text, "cannot discover Selector objects; the profile ConfigMap alone applies until this succeeds");
+                        failure_reported = Some(text);
+                    }
+                    // Ready on the ConfigMap alone rather than never ready.
+                    self.set_synced();
+                }
+            }
+            tokio::time::sleep(self.recheck).await;
+        }
+    }
+
+    fn set_synced(&self) {
+        if !self.synced.swap(true, Ordering::AcqRel) {
+            tracing::info!(selectors = self.objects.len(), "Selector objects synced");
+        }
+    }
+
+    /// Watches the Selectors of `version` until they are no longer served.
+    async fn watch(&mut self, version: &str) -> Ended {
+        let resource = ApiResource {
+            group: GROUP.into(),
+            version: version.into(),
+            api_version: format!("{GROUP}/{version}"),
+            kind: KIND.into(),
+            plural: PLURAL.into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+        futures_util::pin_mut!(stream);
+        let mut listed = BTreeSet::new();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(WatchEvent::Init) => listed.clear(),
+                Ok(WatchEvent::InitApply(object)) => {
+                    if let Some(name) = self.apply(&object).await {
+                        listed.insert(name);
+                    }
+                }
+                Ok(WatchEvent::InitDone) => {
+                    // Deleted while no watch was open.
+                    self.objects.retain(|name, _| listed.contains(name));
+                    self.publish().await;
+                    self.set_synced();
+                }
+                Ok(WatchEvent::Apply(object)) => {
+                    self.apply(&object).await;
+                    self.publish().await;
+                }
+                Ok(WatchEvent::Delete(object)) => {
+                    if let Some(name) = &object.metadata.name {
+                        self.objects.remove(name);
+                        tracing::info!(selector = %name, "Selector deleted");
+                    }
+                    self.publish().await;
+                }
+                Err(e) if is_not_found(&e) => return Ended::Gone,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Selector watch failed; retrying, the Selectors known keep applying")
+                }
+            }
+        }
+        Ended::Gone
+    }
+
+    /// Compiles a version of a Selector; returns its name.
+    async fn apply(&mut self, object: &DynamicObject) -> Option<String> {
+        let name = object.metadata.name.clone()?;
+        let json = serde_json::to_value(object).ok()?;
+        let compiled = compile_selector(&Node::from_json(&json), &Origin::None);
+        let version = object.metadata.resource_version.clone().unwrap_or_default();
+        let tracked = self.objects.entry(name.clone()).or_default();
+        tracked.reference = ObjectReference {
+            api_version: object.types.as_ref().map(|t| t.api_version.clone()),
+            kind: Some(KIND.into()),
+            name: Some(name.clone()),
+            uid: object.metadata.uid.clone(),
+            resource_version: object.metadata.resource_version.clone(),
+            ..ObjectReference::default()
+        };
+        if tracked.seen == Some(compiled.digest) {
+            return Some(name);
+        }
+        tracked.seen = Some(compiled.digest);
+        for d in compiled
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+        {
+            tracing::warn!("{d}");
+        }
+        match compiled.rule {
+            Some(rule) => {
+                if tracked.invalid {
+                    tracing::info!(selector = %name, "Selector fixed");
+                }
+                tracked.invalid = false;
+                tracked.good = Some((rule, compiled.digest));
+            }
+            None => {
+                tracked.invalid = true;
+                let errors: Vec<String> = compiled
+                    .diagnostics
+                    .errors()
+                    .map(ToString::to_string)
+                    .collect();
+                let keeps = if tracked.good.is_some() {
+                    "its last good version keeps applying"
+                } else {
+                    "it does not apply"
+                };
+                tracing::error!(selector = %name, errors = %errors.join("; "), "Selector refused: {keeps}");
+                let note = format!("Selector refused, {keeps}:\n{}", errors.join("\n"));
+                self.report(&name, &version, "invalid", note).await;
+            }
+        }
+        Some(name)
+    }
+
+    /// Emits a Warning `InvalidSelector` Event about `name`, once per
+    /// resourceVersion and cause.
+    async fn report(&mut self, name: &str, version: &str, cause: &'static str, note: String) {
+        let Some(tracked) = self.objects.get_mut(name) else {
+            return;
+        };
+        let key = (version.to_string(), cause);
+        if tracked.reported.as_ref() == Some(&key) {
+            return;
+        }
+        tracked.reported = Some(key);
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "InvalidSelector".into(),
+            // An Event's note is limited to 1 kB.
+            note: Some(crate::truncate::truncate(&note, 1024).into_owned()),
+            action: "LoadSelector".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &tracked.reference).await {
+            tracing::warn!(error = %e, selector = %name, "cannot emit the Event");
+        }
+    }
+
+    /// Publishes the good versions, then reports name clashes and counts.
+    async fn publish(&mut self) {
+        let rules: SelectorRules = self
+            .objects
+            .iter()
+            .filter_map(|(name, t)| Some((name.clone(), t.good.clone()?)))
+            .collect();
+        self.assembly.set_selectors(rules);
+        let clashes = self.assembly.clashes();
+        for name in &clashes {
+            let version = self
+                .objects
+                .get(name)
+                .and_then(|t| t.reference.resource_version.clone())
+                .unwrap_or_default();
+            self.report(name, &version, "clash", profile::clash_message(name))
+                .await;
+        }
+        let invalid = self.objects.values().filter(|t| t.invalid).count();
+        let applied = self
+            .objects
+            .iter()
+            .filter(|(name, t)| !t.invalid && t.good.is_some() && !clashes.contains(name))
+            .count();
+        self.metrics
+            .selector_states(applied, invalid, clashes.len());
+    }
+
+    /// Drops every Selector (their resource is not served).
+    fn forget_all(&mut self) {
+        if !self.objects.is_empty() {
+            self.objects.clear();
+        }
+        self.assembly.set_selectors(SelectorRules::new());
+        self.metrics.selector_states(0, 0, 0);
+    }
+}
+
+/// The version of Selector objects to watch: the first of [`VERSIONS`] the
+/// API server serves; `None` when the group is not served.
+async fn served_version(client: &kube::Client) -> Result<Option<String>, kube::Error> {
+    let request = axum::http::Request::get(format!("/apis/{GROUP}"))
+        .body(Vec::new())
+        .expect("a valid request");
+    match client.request::<APIGroup>(request).await {
+        Ok(group) => Ok(VERSIONS
+            .iter()
+            .find(|v| group.versions.iter().any(|served| served.version == **v))
+            .map(|v| v.to_string())),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_not_found(error: &watcher::Error) -> bool {
+    let api_error = match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => e,
+        _ => return false,
+    };
+    matches!(api_error, kube::Error::Api(status) if status.code == 404)
+}
