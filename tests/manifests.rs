@@ -311,8 +311,26 @@ fn rbac_is_least_privilege() {
         assert_eq!(
             rules(&objects, "ClusterRole", "eci-profile"),
             [
-                json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]})
+                json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+                json!({"apiGroups": ["eci.aliyun.com"], "resources": ["selectors"], "verbs": ["get", "list", "watch"]}),
             ],
+            "{variant}"
+        );
+        // Events about Selectors (cluster-scoped) go to `default`.
+        let events = find(&objects, "Role", "eci-profile-events");
+        assert_eq!(events["metadata"]["namespace"], "default", "{variant}");
+        assert_eq!(
+            rules(&objects, "Role", "eci-profile-events"),
+            [
+                json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
+            ],
+            "{variant}"
+        );
+        let binding = find(&objects, "RoleBinding", "eci-profile-events");
+        assert_eq!(binding["metadata"]["namespace"], "default", "{variant}");
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "eci-profile-events"}),
             "{variant}"
         );
         let self_signed = variant.contains("self-signed");
@@ -322,7 +340,7 @@ fn rbac_is_least_privilege() {
             .collect();
         assert_eq!(
             roles.len(),
-            if self_signed { 3 } else { 2 },
+            if self_signed { 4 } else { 3 },
             "{variant}: no other role"
         );
         if self_signed {
@@ -330,7 +348,9 @@ fn rbac_is_least_privilege() {
                 rules(&objects, "ClusterRole", "eci-profile-webhook-config"),
                 [
                     json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]})
+                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]}),
+                    json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]}),
                 ],
                 "{variant}"
             );
@@ -367,22 +387,16 @@ fn rbac_is_least_privilege() {
 }
 
 /// Self-signed mode: the server reads (get), watches (list and watch with a
-/// `metadata.name` field selector) and updates the webhook configuration
-/// named by `ECI_PROFILE_WEBHOOK_CONFIG`, and nothing else (tests/cluster.rs
-/// checks those are the calls it makes); RBAC grants exactly that, on that
-/// one name.
+/// `metadata.name` field selector) and updates the webhook configurations
+/// named by `ECI_PROFILE_WEBHOOK_CONFIG`, the mutating and the validating one,
+/// and nothing else (tests/cluster.rs checks those are the calls it makes for
+/// the mutating one); RBAC grants exactly that, on that one name.
 #[test]
-fn self_signed_rbac_is_limited_to_the_webhook_configuration_it_keeps() {
+fn self_signed_rbac_is_limited_to_the_webhook_configurations_it_keeps() {
     for (variant, objects) in variants()
         .into_iter()
         .filter(|(v, _)| v.contains("self-signed"))
     {
-        let configurations: Vec<&Value> = objects
-            .iter()
-            .filter(|o| o["kind"] == "MutatingWebhookConfiguration")
-            .collect();
-        assert_eq!(configurations.len(), 1, "{variant}");
-        let name = &configurations[0]["metadata"]["name"];
         let deployment = find(&objects, "Deployment", "eci-profile");
         let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
         let configured = env
@@ -391,28 +405,44 @@ fn self_signed_rbac_is_limited_to_the_webhook_configuration_it_keeps() {
             .iter()
             .find(|e| e["name"] == "ECI_PROFILE_WEBHOOK_CONFIG")
             .unwrap_or_else(|| panic!("{variant}: ECI_PROFILE_WEBHOOK_CONFIG"));
-        assert_eq!(&configured["value"], name, "{variant}");
-        let granted: Vec<&Value> = objects
-            .iter()
-            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
-            .flat_map(|r| r["rules"].as_array().unwrap())
-            .filter(|rule| {
-                rule["resources"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!("mutatingwebhookconfigurations"))
-            })
-            .collect();
-        assert_eq!(granted.len(), 1, "{variant}: {granted:?}");
-        assert_eq!(granted[0]["resourceNames"], json!([name]), "{variant}");
-        let mut verbs: Vec<&str> = granted[0]["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        verbs.sort();
-        assert_eq!(verbs, ["get", "list", "update", "watch"], "{variant}");
+        for (kind, resource) in [
+            (
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+            ),
+            (
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+            ),
+        ] {
+            let configurations: Vec<&Value> =
+                objects.iter().filter(|o| o["kind"] == kind).collect();
+            assert_eq!(configurations.len(), 1, "{variant}: {kind}");
+            let name = &configurations[0]["metadata"]["name"];
+            assert_eq!(&configured["value"], name, "{variant}: {kind}");
+            let granted: Vec<&Value> = objects
+                .iter()
+                .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+                .flat_map(|r| r["rules"].as_array().unwrap())
+                .filter(|rule| {
+                    rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(resource))
+                })
+                .collect();
+            assert_eq!(granted.len(), 1, "{variant}: {granted:?}");
+            assert_eq!(granted[0]["resources"], json!([resource]), "{variant}");
+            assert_eq!(granted[0]["resourceNames"], json!([name]), "{variant}");
+            let mut verbs: Vec<&str> = granted[0]["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            verbs.sort();
+            assert_eq!(verbs, ["get", "list", "update", "watch"], "{variant}");
+        }
     }
 }
 
@@ -466,6 +496,206 @@ fn webhook_configuration_settings() {
                 "{variant}"
             );
         }
+    }
+}
+
+/// The validating webhooks: Selectors and the profile ConfigMap, on the
+/// server's `/validate`, failing open.
+#[test]
+fn validating_webhook_configuration_settings() {
+    for (variant, objects) in variants() {
+        let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+        let webhooks = config["webhooks"].as_array().unwrap();
+        let names: Vec<&str> = webhooks
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["selectors.eci-profile.io", "profile.eci-profile.io"],
+            "{variant}"
+        );
+        for w in webhooks {
+            let name = &w["name"];
+            assert_eq!(w["failurePolicy"], "Ignore", "{variant}: {name}");
+            assert_eq!(w["sideEffects"], "None", "{variant}: {name}");
+            assert_eq!(w["timeoutSeconds"], 3, "{variant}: {name}");
+            assert_eq!(w["matchPolicy"], "Equivalent", "{variant}: {name}");
+            assert_eq!(
+                w["admissionReviewVersions"],
+                json!(["v1"]),
+                "{variant}: {name}"
+            );
+            assert!(
+                w.get("matchConditions").is_none(),
+                "{variant}: {name}: works on clusters without matchConditions"
+            );
+            assert_eq!(
+                w["clientConfig"]["service"],
+                json!({"namespace": NAMESPACE, "name": "eci-profile", "path": "/validate", "port": 443}),
+                "{variant}: {name}"
+            );
+        }
+        assert_eq!(
+            webhooks[0]["rules"],
+            json!([{"apiGroups": ["eci.aliyun.com"], "apiVersions": ["v1", "v1beta1"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["selectors"], "scope": "Cluster"}]),
+            "{variant}"
+        );
+        assert!(webhooks[0].get("namespaceSelector").is_none(), "{variant}");
+        assert_eq!(
+            webhooks[1]["rules"],
+            json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                    "resources": ["configmaps"], "scope": "Namespaced"}]),
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[1]["namespaceSelector"],
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                         "values": ["kube-system"]}]}),
+            "{variant}"
+        );
+        // The Selectors it checks are the CRD's, in every version it serves.
+        let crd = find(
+            &objects,
+            "CustomResourceDefinition",
+            "selectors.eci.aliyun.com",
+        );
+        let served: Vec<&Value> = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["served"] == true)
+            .map(|v| &v["name"])
+            .collect();
+        assert_eq!(
+            Value::Array(served.into_iter().cloned().collect()),
+            webhooks[0]["rules"][0]["apiVersions"],
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[0]["rules"][0]["apiGroups"][0], crd["spec"]["group"],
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[0]["rules"][0]["scope"], crd["spec"]["scope"],
+            "{variant}"
+        );
+        // Its CA comes the same way as the mutating configuration's.
+        let inject = &config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
+        if variant.contains("self-signed") {
+            assert!(inject.is_null(), "{variant}");
+        } else {
+            assert_eq!(
+                inject,
+                &json!(format!("{NAMESPACE}/eci-profile-serving")),
+                "{variant}"
+            );
+        }
+    }
+}
+
+/// The Selector CRD comes with every install; the chart keeps it on
+/// uninstall unless told otherwise, and leaves it out when told to.
+#[test]
+fn selector_crd_in_every_install() {
+    let base = kustomize("base");
+    let expected = find(
+        &base,
+        "CustomResourceDefinition",
+        "selectors.eci.aliyun.com",
+    );
+    for (variant, objects) in variants() {
+        let crds: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .collect();
+        assert_eq!(crds.len(), 1, "{variant}");
+        let crd = crds[0];
+        assert_eq!(crd["metadata"]["name"], "selectors.eci.aliyun.com");
+        assert_eq!(crd["spec"], expected["spec"], "{variant}");
+        assert_eq!(
+            crd["metadata"]["labels"]["app.kubernetes.io/part-of"], "eci-profile",
+            "{variant}"
+        );
+        let keep = &crd["metadata"]["annotations"]["helm.sh/resource-policy"];
+        if variant.starts_with("helm") {
+            assert_eq!(keep, "keep", "{variant}");
+        } else {
+            assert!(keep.is_null(), "{variant}");
+        }
+    }
+    let objects = helm(json!({"crds": {"keep": false}}));
+    let crd = find(
+        &objects,
+        "CustomResourceDefinition",
+        "selectors.eci.aliyun.com",
+    );
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
+    assert_eq!(crd["spec"], expected["spec"]);
+    for values in [
+        json!({"crds": {"install": false}}),
+        json!({"crds": {"install": false}, "certificate": {"mode": "self-signed"}}),
+    ] {
+        let objects = helm(values.clone());
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["kind"] != "CustomResourceDefinition"),
+            "{values}"
+        );
+        // Selectors installed separately are still read and checked.
+        assert!(
+            rules(&objects, "ClusterRole", "eci-profile")
+                .iter()
+                .any(|r| r["resources"] == json!(["selectors"])),
+            "{values}"
+        );
+        find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    }
+}
+
+/// The chart's values for the validating webhook.
+#[test]
+fn chart_validation_values() {
+    let objects = helm(json!({
+        "validation": {"matchConditions": true},
+        "profile": {"namespace": "eci-system", "name": "eci-rules"},
+        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 5},
+    }));
+    let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    let webhooks = config["webhooks"].as_array().unwrap();
+    for w in webhooks {
+        assert_eq!(w["failurePolicy"], "Fail", "{}", w["name"]);
+        assert_eq!(w["timeoutSeconds"], 5, "{}", w["name"]);
+    }
+    assert!(webhooks[0].get("matchConditions").is_none());
+    assert_eq!(
+        webhooks[1]["matchConditions"],
+        json!([{"name": "profile-configmap", "expression": "object.metadata.name == \"eci-rules\""}])
+    );
+    assert_eq!(
+        webhooks[1]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["eci-system"])
+    );
+    // The default profile name.
+    let objects = helm(json!({"validation": {"matchConditions": true}}));
+    let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    assert_eq!(
+        config["webhooks"][1]["matchConditions"],
+        json!([{"name": "profile-configmap", "expression": "object.metadata.name == \"eci-profile\""}])
+    );
+    // Off: no validating configuration, and the rest unchanged.
+    for mode in ["cert-manager", "self-signed"] {
+        let values = json!({"certificate": {"mode": mode}});
+        let mut off = values.clone();
+        off["validation"] = json!({"enabled": false});
+        let with = kinds(&helm(values));
+        let without = kinds(&helm(off));
+        let mut expected = with.clone();
+        expected.retain(|k| k != "ValidatingWebhookConfiguration/eci-profile");
+        assert_ne!(with, expected, "{mode}");
+        assert_eq!(without, expected, "{mode}");
     }
 }
 
@@ -546,8 +776,8 @@ fn deployment_environment_matches_the_server_flags() {
     }
 }
 
-/// Objects compared as the API server would: the chart's own labels aside,
-/// lists of named items in any order.
+/// Objects compared as the API server would: the chart's own labels and
+/// annotations aside, lists of named items in any order.
 fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
     fn normalize(value: &mut Value) {
         match value {
@@ -555,6 +785,13 @@ fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
                 if let Some(Value::Object(labels)) = map.get_mut("labels") {
                     labels.remove("helm.sh/chart");
                     labels.remove("app.kubernetes.io/managed-by");
+                }
+                // Helm's own: keep the CRD on uninstall.
+                if let Some(Value::Object(annotations)) = map.get_mut("annotations") {
+                    annotations.remove("helm.sh/resource-policy");
+                    if annotations.is_empty() {
+                        map.remove("annotations");
+                    }
                 }
                 map.values_mut().for_each(normalize);
             }
