@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::install_once::{InstallOnce, pip_install};
 use common::serve_on_loopback;
 use serde_json::{Value, json};
 
@@ -27,163 +28,8 @@ fn root() -> PathBuf {
 fn tools() -> PathBuf {
     let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     InstallOnce::new(&base, "manifest-tools-v1")
-        .get(pip_install)
+        .get(|target| pip_install(target, TOOLS))
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// `pip install TOOLS` into `target`; the error carries pip's own message.
-fn pip_install(target: &Path) -> Result<(), String> {
-    let out = Command::new("python3")
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-warn-script-location",
-        ])
-        .arg("--target")
-        .arg(target)
-        .args(TOOLS)
-        .env("PIP_ROOT_USER_ACTION", "ignore")
-        .output()
-        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
-    Err(format!(
-        "pip install {TOOLS:?} failed ({}):\n{}",
-        out.status,
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-    ))
-}
-
-/// A directory that several test processes need, installed by the first one
-/// that takes `NAME.lock` (an OS file lock: the kernel releases it when its
-/// holder exits, however it exits) and then marked `NAME/.ready`.
-///
-/// A failed install is recorded in `NAME.failed` with its error: the processes
-/// of the same test run (or those that were waiting for that attempt) report
-/// it at once instead of trying again; a later run tries again.
-struct InstallOnce {
-    dir: PathBuf,
-    lock: PathBuf,
-    failed: PathBuf,
-    run: String,
-    patience: Duration,
-}
-
-impl InstallOnce {
-    fn new(base: &Path, name: &str) -> Self {
-        let run = std::env::var("NEXTEST_RUN_ID")
-            .unwrap_or_else(|_| format!("process {}", std::process::id()));
-        Self {
-            dir: base.join(name),
-            lock: base.join(format!("{name}.lock")),
-            failed: base.join(format!("{name}.failed")),
-            run,
-            patience: Duration::from_secs(600),
-        }
-    }
-
-    /// The directory, installed by `install(staging)` if it is not ready.
-    fn get(&self, install: impl FnOnce(&Path) -> Result<(), String>) -> Result<PathBuf, String> {
-        let ready = self.dir.join(".ready");
-        if ready.exists() {
-            return Ok(self.dir.clone());
-        }
-        let failure_before = std::fs::read_to_string(&self.failed).ok();
-        let lock = self.hold_lock()?;
-        if ready.exists() {
-            return Ok(self.dir.clone());
-        }
-        if let Ok(record) = std::fs::read_to_string(&self.failed) {
-            let (run, error) = record.split_once('\n').unwrap_or((&record, ""));
-            if run == self.run || failure_before.as_deref() != Some(record.as_str()) {
-                return Err(format!(
-                    "installing {} failed in this test run ({}): {error}",
-                    self.dir.display(),
-                    self.failed.display()
-                ));
-            }
-        }
-        let staging = self.dir.with_extension(format!("{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        let installed = install(&staging).and_then(|()| {
-            let _ = std::fs::remove_dir_all(&self.dir);
-            std::fs::rename(&staging, &self.dir)
-                .and_then(|()| std::fs::write(&ready, ""))
-                .map_err(|e| format!("cannot move {} into place: {e}", staging.display()))
-        });
-        match &installed {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&self.failed);
-            }
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                std::fs::write(&self.failed, format!("{}\n{error}", self.run))
-                    .map_err(|e| format!("{error} (and cannot record it: {e})"))?;
-            }
-        }
-        drop(lock);
-        installed.map(|()| self.dir.clone())
-    }
-
-    /// Takes the lock, waiting while another live process holds it; records this process as its owner.
-    fn hold_lock(&self) -> Result<std::fs::File, String> {
-        use std::io::{Seek as _, Write as _};
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.lock)
-        };
-        let mut file = match open() {
-            // A lock directory left by an older version of this helper.
-            Err(_) if self.lock.is_dir() => {
-                std::fs::remove_dir(&self.lock)
-                    .map_err(|e| format!("cannot remove {}: {e}", self.lock.display()))?;
-                open()
-            }
-            other => other,
-        }
-        .map_err(|e| format!("cannot open {}: {e}", self.lock.display()))?;
-        let deadline = Instant::now() + self.patience;
-        let mut said = false;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    let owner = std::fs::read_to_string(&self.lock).unwrap_or_default();
-                    if Instant::now() > deadline {
-                        return Err(format!(
-                            "{} is still held by {owner} after {:?}",
-                            self.lock.display(),
-                            self.patience
-                        ));
-                    }
-                    if !said {
-                        eprintln!("waiting for {owner} to install {}", self.dir.display());
-                        said = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(format!("cannot lock {}: {e}", self.lock.display()));
-                }
-            }
-        }
-        let owner = format!("process {} ({})", std::process::id(), self.run);
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(owner.as_bytes()))
-            .map_err(|e| format!("cannot write {}: {e}", self.lock.display()))?;
-        Ok(file)
-    }
 }
 
 fn run(command: &mut Command) -> String {
@@ -311,8 +157,26 @@ fn rbac_is_least_privilege() {
         assert_eq!(
             rules(&objects, "ClusterRole", "eci-profile"),
             [
-                json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]})
+                json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+                json!({"apiGroups": ["eci.aliyun.com"], "resources": ["selectors"], "verbs": ["get", "list", "watch"]}),
             ],
+            "{variant}"
+        );
+        // Events about Selectors (cluster-scoped) go to `default`.
+        let events = find(&objects, "Role", "eci-profile-events");
+        assert_eq!(events["metadata"]["namespace"], "default", "{variant}");
+        assert_eq!(
+            rules(&objects, "Role", "eci-profile-events"),
+            [
+                json!({"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]})
+            ],
+            "{variant}"
+        );
+        let binding = find(&objects, "RoleBinding", "eci-profile-events");
+        assert_eq!(binding["metadata"]["namespace"], "default", "{variant}");
+        assert_eq!(
+            binding["roleRef"],
+            json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "eci-profile-events"}),
             "{variant}"
         );
         let self_signed = variant.contains("self-signed");
@@ -322,7 +186,7 @@ fn rbac_is_least_privilege() {
             .collect();
         assert_eq!(
             roles.len(),
-            if self_signed { 3 } else { 2 },
+            if self_signed { 4 } else { 3 },
             "{variant}: no other role"
         );
         if self_signed {
@@ -330,7 +194,9 @@ fn rbac_is_least_privilege() {
                 rules(&objects, "ClusterRole", "eci-profile-webhook-config"),
                 [
                     json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
-                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]})
+                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]}),
+                    json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                        "resourceNames": ["eci-profile"], "verbs": ["get", "list", "watch", "update"]}),
                 ],
                 "{variant}"
             );
@@ -367,22 +233,16 @@ fn rbac_is_least_privilege() {
 }
 
 /// Self-signed mode: the server reads (get), watches (list and watch with a
-/// `metadata.name` field selector) and updates the webhook configuration
-/// named by `ECI_PROFILE_WEBHOOK_CONFIG`, and nothing else (tests/cluster.rs
-/// checks those are the calls it makes); RBAC grants exactly that, on that
-/// one name.
+/// `metadata.name` field selector) and updates the webhook configurations
+/// named by `ECI_PROFILE_WEBHOOK_CONFIG`, the mutating and the validating one,
+/// and nothing else (tests/cluster.rs checks those are the calls it makes for
+/// the mutating one); RBAC grants exactly that, on that one name.
 #[test]
-fn self_signed_rbac_is_limited_to_the_webhook_configuration_it_keeps() {
+fn self_signed_rbac_is_limited_to_the_webhook_configurations_it_keeps() {
     for (variant, objects) in variants()
         .into_iter()
         .filter(|(v, _)| v.contains("self-signed"))
     {
-        let configurations: Vec<&Value> = objects
-            .iter()
-            .filter(|o| o["kind"] == "MutatingWebhookConfiguration")
-            .collect();
-        assert_eq!(configurations.len(), 1, "{variant}");
-        let name = &configurations[0]["metadata"]["name"];
         let deployment = find(&objects, "Deployment", "eci-profile");
         let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
         let configured = env
@@ -391,28 +251,44 @@ fn self_signed_rbac_is_limited_to_the_webhook_configuration_it_keeps() {
             .iter()
             .find(|e| e["name"] == "ECI_PROFILE_WEBHOOK_CONFIG")
             .unwrap_or_else(|| panic!("{variant}: ECI_PROFILE_WEBHOOK_CONFIG"));
-        assert_eq!(&configured["value"], name, "{variant}");
-        let granted: Vec<&Value> = objects
-            .iter()
-            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
-            .flat_map(|r| r["rules"].as_array().unwrap())
-            .filter(|rule| {
-                rule["resources"]
-                    .as_array()
-                    .unwrap()
-                    .contains(&json!("mutatingwebhookconfigurations"))
-            })
-            .collect();
-        assert_eq!(granted.len(), 1, "{variant}: {granted:?}");
-        assert_eq!(granted[0]["resourceNames"], json!([name]), "{variant}");
-        let mut verbs: Vec<&str> = granted[0]["verbs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        verbs.sort();
-        assert_eq!(verbs, ["get", "list", "update", "watch"], "{variant}");
+        for (kind, resource) in [
+            (
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+            ),
+            (
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+            ),
+        ] {
+            let configurations: Vec<&Value> =
+                objects.iter().filter(|o| o["kind"] == kind).collect();
+            assert_eq!(configurations.len(), 1, "{variant}: {kind}");
+            let name = &configurations[0]["metadata"]["name"];
+            assert_eq!(&configured["value"], name, "{variant}: {kind}");
+            let granted: Vec<&Value> = objects
+                .iter()
+                .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+                .flat_map(|r| r["rules"].as_array().unwrap())
+                .filter(|rule| {
+                    rule["resources"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&json!(resource))
+                })
+                .collect();
+            assert_eq!(granted.len(), 1, "{variant}: {granted:?}");
+            assert_eq!(granted[0]["resources"], json!([resource]), "{variant}");
+            assert_eq!(granted[0]["resourceNames"], json!([name]), "{variant}");
+            let mut verbs: Vec<&str> = granted[0]["verbs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap())
+                .collect();
+            verbs.sort();
+            assert_eq!(verbs, ["get", "list", "update", "watch"], "{variant}");
+        }
     }
 }
 
@@ -466,6 +342,206 @@ fn webhook_configuration_settings() {
                 "{variant}"
             );
         }
+    }
+}
+
+/// The validating webhooks: Selectors and the profile ConfigMap, on the
+/// server's `/validate`, failing open.
+#[test]
+fn validating_webhook_configuration_settings() {
+    for (variant, objects) in variants() {
+        let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+        let webhooks = config["webhooks"].as_array().unwrap();
+        let names: Vec<&str> = webhooks
+            .iter()
+            .map(|w| w["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["selectors.eci-profile.io", "profile.eci-profile.io"],
+            "{variant}"
+        );
+        for w in webhooks {
+            let name = &w["name"];
+            assert_eq!(w["failurePolicy"], "Ignore", "{variant}: {name}");
+            assert_eq!(w["sideEffects"], "None", "{variant}: {name}");
+            assert_eq!(w["timeoutSeconds"], 3, "{variant}: {name}");
+            assert_eq!(w["matchPolicy"], "Equivalent", "{variant}: {name}");
+            assert_eq!(
+                w["admissionReviewVersions"],
+                json!(["v1"]),
+                "{variant}: {name}"
+            );
+            assert!(
+                w.get("matchConditions").is_none(),
+                "{variant}: {name}: works on clusters without matchConditions"
+            );
+            assert_eq!(
+                w["clientConfig"]["service"],
+                json!({"namespace": NAMESPACE, "name": "eci-profile", "path": "/validate", "port": 443}),
+                "{variant}: {name}"
+            );
+        }
+        assert_eq!(
+            webhooks[0]["rules"],
+            json!([{"apiGroups": ["eci.aliyun.com"], "apiVersions": ["v1", "v1beta1"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["selectors"], "scope": "Cluster"}]),
+            "{variant}"
+        );
+        assert!(webhooks[0].get("namespaceSelector").is_none(), "{variant}");
+        assert_eq!(
+            webhooks[1]["rules"],
+            json!([{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                    "resources": ["configmaps"], "scope": "Namespaced"}]),
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[1]["namespaceSelector"],
+            json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                         "values": ["kube-system"]}]}),
+            "{variant}"
+        );
+        // The Selectors it checks are the CRD's, in every version it serves.
+        let crd = find(
+            &objects,
+            "CustomResourceDefinition",
+            "selectors.eci.aliyun.com",
+        );
+        let served: Vec<&Value> = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["served"] == true)
+            .map(|v| &v["name"])
+            .collect();
+        assert_eq!(
+            Value::Array(served.into_iter().cloned().collect()),
+            webhooks[0]["rules"][0]["apiVersions"],
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[0]["rules"][0]["apiGroups"][0], crd["spec"]["group"],
+            "{variant}"
+        );
+        assert_eq!(
+            webhooks[0]["rules"][0]["scope"], crd["spec"]["scope"],
+            "{variant}"
+        );
+        // Its CA comes the same way as the mutating configuration's.
+        let inject = &config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"];
+        if variant.contains("self-signed") {
+            assert!(inject.is_null(), "{variant}");
+        } else {
+            assert_eq!(
+                inject,
+                &json!(format!("{NAMESPACE}/eci-profile-serving")),
+                "{variant}"
+            );
+        }
+    }
+}
+
+/// The Selector CRD comes with every install; the chart keeps it on
+/// uninstall unless told otherwise, and leaves it out when told to.
+#[test]
+fn selector_crd_in_every_install() {
+    let base = kustomize("base");
+    let expected = find(
+        &base,
+        "CustomResourceDefinition",
+        "selectors.eci.aliyun.com",
+    );
+    for (variant, objects) in variants() {
+        let crds: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .collect();
+        assert_eq!(crds.len(), 1, "{variant}");
+        let crd = crds[0];
+        assert_eq!(crd["metadata"]["name"], "selectors.eci.aliyun.com");
+        assert_eq!(crd["spec"], expected["spec"], "{variant}");
+        assert_eq!(
+            crd["metadata"]["labels"]["app.kubernetes.io/part-of"], "eci-profile",
+            "{variant}"
+        );
+        let keep = &crd["metadata"]["annotations"]["helm.sh/resource-policy"];
+        if variant.starts_with("helm") {
+            assert_eq!(keep, "keep", "{variant}");
+        } else {
+            assert!(keep.is_null(), "{variant}");
+        }
+    }
+    let objects = helm(json!({"crds": {"keep": false}}));
+    let crd = find(
+        &objects,
+        "CustomResourceDefinition",
+        "selectors.eci.aliyun.com",
+    );
+    assert!(crd["metadata"].get("annotations").is_none(), "{crd}");
+    assert_eq!(crd["spec"], expected["spec"]);
+    for values in [
+        json!({"crds": {"install": false}}),
+        json!({"crds": {"install": false}, "certificate": {"mode": "self-signed"}}),
+    ] {
+        let objects = helm(values.clone());
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["kind"] != "CustomResourceDefinition"),
+            "{values}"
+        );
+        // Selectors installed separately are still read and checked.
+        assert!(
+            rules(&objects, "ClusterRole", "eci-profile")
+                .iter()
+                .any(|r| r["resources"] == json!(["selectors"])),
+            "{values}"
+        );
+        find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    }
+}
+
+/// The chart's values for the validating webhook.
+#[test]
+fn chart_validation_values() {
+    let objects = helm(json!({
+        "validation": {"matchConditions": true},
+        "profile": {"namespace": "eci-system", "name": "eci-rules"},
+        "webhook": {"failurePolicy": "Fail", "timeoutSeconds": 5},
+    }));
+    let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    let webhooks = config["webhooks"].as_array().unwrap();
+    for w in webhooks {
+        assert_eq!(w["failurePolicy"], "Fail", "{}", w["name"]);
+        assert_eq!(w["timeoutSeconds"], 5, "{}", w["name"]);
+    }
+    assert!(webhooks[0].get("matchConditions").is_none());
+    assert_eq!(
+        webhooks[1]["matchConditions"],
+        json!([{"name": "profile-configmap", "expression": "object.metadata.name == \"eci-rules\""}])
+    );
+    assert_eq!(
+        webhooks[1]["namespaceSelector"]["matchExpressions"][0]["values"],
+        json!(["eci-system"])
+    );
+    // The default profile name.
+    let objects = helm(json!({"validation": {"matchConditions": true}}));
+    let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
+    assert_eq!(
+        config["webhooks"][1]["matchConditions"],
+        json!([{"name": "profile-configmap", "expression": "object.metadata.name == \"eci-profile\""}])
+    );
+    // Off: no validating configuration, and the rest unchanged.
+    for mode in ["cert-manager", "self-signed"] {
+        let values = json!({"certificate": {"mode": mode}});
+        let mut off = values.clone();
+        off["validation"] = json!({"enabled": false});
+        let with = kinds(&helm(values));
+        let without = kinds(&helm(off));
+        let mut expected = with.clone();
+        expected.retain(|k| k != "ValidatingWebhookConfiguration/eci-profile");
+        assert_ne!(with, expected, "{mode}");
+        assert_eq!(without, expected, "{mode}");
     }
 }
 
@@ -546,8 +622,8 @@ fn deployment_environment_matches_the_server_flags() {
     }
 }
 
-/// Objects compared as the API server would: the chart's own labels aside,
-/// lists of named items in any order.
+/// Objects compared as the API server would: the chart's own labels and
+/// annotations aside, lists of named items in any order.
 fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
     fn normalize(value: &mut Value) {
         match value {
@@ -555,6 +631,13 @@ fn normalized(objects: Vec<Value>) -> BTreeMap<String, Value> {
                 if let Some(Value::Object(labels)) = map.get_mut("labels") {
                     labels.remove("helm.sh/chart");
                     labels.remove("app.kubernetes.io/managed-by");
+                }
+                // Helm's own: keep the CRD on uninstall.
+                if let Some(Value::Object(annotations)) = map.get_mut("annotations") {
+                    annotations.remove("helm.sh/resource-policy");
+                    if annotations.is_empty() {
+                        map.remove("annotations");
+                    }
                 }
                 map.values_mut().for_each(normalize);
             }
