@@ -60,9 +60,9 @@ pub struct ReasonLabels {
 /// Labels of `selector_objects`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SelectorStateLabels {
-    /// `applied` (as written), `invalid` (refused; its last good version,
-    /// if any, still applies) or `name-clash` (left out: a ConfigMap rule
-    /// has its name).
+    /// `applied` (its rule is in the profile in use: for an invalid one, its
+    /// last good version), `invalid` (its latest version was refused) or
+    /// `name-clash` (left out: a ConfigMap rule has its name).
     pub state: &'static str,
 }
 
@@ -185,7 +185,7 @@ impl Default for Metrics {
         let selector_objects = Family::<SelectorStateLabels, Gauge>::default();
         registry.register(
             "selector_objects",
-            "Selector objects (eci.aliyun.com) in the cluster, by state: applied, invalid (refused; its last good version still applies) or name-clash (left out)",
+            "Selector objects (eci.aliyun.com) by state: applied (in the profile in use, for an invalid one its last good version), invalid (latest version refused) or name-clash (left out)",
             selector_objects.clone(),
         );
         let selector_crd_installed = Gauge::default();
@@ -298,7 +298,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Records how many Selector objects are applied, invalid and left out by a name clash.
+    /// Records how many Selector objects are applied, invalid (latest
+    /// version refused) and left out by a name clash.
     pub fn selector_states(&self, applied: usize, invalid: usize, clashing: usize) {
         for (state, count) in [
             ("applied", applied),

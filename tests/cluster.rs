@@ -43,6 +43,10 @@ struct World {
     webhook_config: Option<Value>,
     /// How many writes of the webhook configuration answer 409 first.
     conflicts: usize,
+    /// Selector objects by name; `None`: their CRD is not installed.
+    selectors: Option<BTreeMap<String, Value>>,
+    /// The versions the Selector CRD serves.
+    selector_versions: Vec<&'static str>,
 }
 
 struct Fake {
@@ -52,6 +56,7 @@ struct Fake {
     configmap_watch: broadcast::Sender<String>,
     namespace_watch: broadcast::Sender<String>,
     webhook_config_watch: broadcast::Sender<String>,
+    selector_watch: broadcast::Sender<String>,
 }
 
 #[derive(Clone)]
@@ -61,6 +66,7 @@ struct FakeState {
     configmap_watch: broadcast::Sender<String>,
     namespace_watch: broadcast::Sender<String>,
     webhook_config_watch: broadcast::Sender<String>,
+    selector_watch: broadcast::Sender<String>,
 }
 
 /// Ends a watch stream, as when the API server drops the connection.
@@ -246,6 +252,64 @@ async fn put_webhook_config(
     axum::Json(config).into_response()
 }
 
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "reason": "NotFound", "code": 404, "message": format!("{what} not found")})),
+    )
+        .into_response()
+}
+
+/// `GET /apis/eci.aliyun.com`: the group, when the Selector CRD is installed.
+async fn selector_group(Extract(state): Extract<FakeState>) -> Response {
+    record(&state, "GET", "/apis/eci.aliyun.com", &None);
+    let world = state.world.lock().unwrap();
+    if world.selectors.is_none() {
+        return not_found("the server could not find the requested resource");
+    }
+    let versions: Vec<Value> = world
+        .selector_versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("eci.aliyun.com/{v}"), "version": v}))
+        .collect();
+    axum::Json(
+        json!({"apiVersion": "v1", "kind": "APIGroup", "name": "eci.aliyun.com",
+                      "versions": versions, "preferredVersion": versions[0]}),
+    )
+    .into_response()
+}
+
+async fn list_or_watch_selectors(
+    Extract(state): Extract<FakeState>,
+    Path(version): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let path = format!("/apis/eci.aliyun.com/{version}/selectors");
+    record(&state, "GET", &path, &query);
+    {
+        let world = state.world.lock().unwrap();
+        if world.selectors.is_none() || !world.selector_versions.contains(&version.as_str()) {
+            return not_found(&path);
+        }
+    }
+    if is_watch(&query) {
+        return watch_stream(state.selector_watch.subscribe()).into_response();
+    }
+    let world = state.world.lock().unwrap();
+    let version_now = state.version.load(Ordering::SeqCst);
+    let items: Vec<Value> = world
+        .selectors
+        .iter()
+        .flat_map(|s| s.values().cloned())
+        .collect();
+    axum::Json(
+        json!({"apiVersion": format!("eci.aliyun.com/{version}"), "kind": "SelectorList",
+                      "metadata": {"resourceVersion": version_now.to_string()}, "items": items}),
+    )
+    .into_response()
+}
+
 async fn create_event(
     Extract(state): Extract<FakeState>,
     Path(namespace): Path<String>,
@@ -293,12 +357,14 @@ impl Fake {
         let (configmap_watch, _) = broadcast::channel(64);
         let (namespace_watch, _) = broadcast::channel(64);
         let (webhook_config_watch, _) = broadcast::channel(64);
+        let (selector_watch, _) = broadcast::channel(2048);
         let state = FakeState {
             world: world.clone(),
             version: version.clone(),
             configmap_watch: configmap_watch.clone(),
             namespace_watch: namespace_watch.clone(),
             webhook_config_watch: webhook_config_watch.clone(),
+            selector_watch: selector_watch.clone(),
         };
         let app = Router::new()
             .route(
@@ -314,6 +380,11 @@ impl Fake {
             .route(
                 "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
                 patch(patch_event),
+            )
+            .route("/apis/eci.aliyun.com", get(selector_group))
+            .route(
+                "/apis/eci.aliyun.com/{version}/selectors",
+                get(list_or_watch_selectors),
             )
             .route(WEBHOOK_CONFIGS, get(list_or_watch_webhook_configs))
             .route(
@@ -331,6 +402,7 @@ impl Fake {
             configmap_watch,
             namespace_watch,
             webhook_config_watch,
+            selector_watch,
         }
     }
 
@@ -384,6 +456,75 @@ impl Fake {
         let _ = self
             .namespace_watch
             .send(json!({"type": kind, "object": object}).to_string());
+    }
+
+    /// Installs the Selector CRD, serving `versions` (the first stored), with `objects`.
+    fn install_selector_crd(&self, versions: &[&'static str], objects: &[Value]) {
+        let mut world = self.world.lock().unwrap();
+        world.selector_versions = versions.to_vec();
+        world.selectors = Some(
+            objects
+                .iter()
+                .map(|o| {
+                    (
+                        o["metadata"]["name"].as_str().unwrap().to_string(),
+                        o.clone(),
+                    )
+                })
+                .collect(),
+        );
+    }
+
+    /// Deletes the CRD: its objects are deleted (and their deletion
+    /// announced), then the resource is no longer served.
+    fn delete_selector_crd(&self) {
+        let objects: Vec<Value> = self
+            .world
+            .lock()
+            .unwrap()
+            .selectors
+            .take()
+            .into_iter()
+            .flat_map(|s| s.into_values())
+            .collect();
+        for object in objects {
+            let _ = self
+                .selector_watch
+                .send(json!({"type": "DELETED", "object": object}).to_string());
+        }
+        let _ = self.selector_watch.send(CLOSE.into());
+    }
+
+    /// Stores a Selector and announces it (`ADDED` or `MODIFIED`), with a new resourceVersion.
+    fn put_selector(&self, kind: &str, mut object: Value) -> Value {
+        let version = self.version.fetch_add(1, Ordering::SeqCst) + 1;
+        object["metadata"]["resourceVersion"] = json!(version.to_string());
+        let name = object["metadata"]["name"].as_str().unwrap().to_string();
+        self.world
+            .lock()
+            .unwrap()
+            .selectors
+            .get_or_insert_default()
+            .insert(name, object.clone());
+        let _ = self
+            .selector_watch
+            .send(json!({"type": kind, "object": object}).to_string());
+        object
+    }
+
+    /// Deletes a Selector and announces it.
+    fn delete_selector(&self, name: &str) {
+        let object = self
+            .world
+            .lock()
+            .unwrap()
+            .selectors
+            .as_mut()
+            .and_then(|s| s.remove(name))
+            .unwrap();
+        let _ = self
+            .selector_watch
+            .send(json!({"type": "DELETED", "object": object}).to_string());
     }
 
     /// A namespace that GET finds but list/watch have not shown yet.
@@ -1237,4 +1378,328 @@ async fn serve_in_cluster_mode_end_to_end() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     assert!(child.wait().unwrap().success());
+}
+
+// ---------- Selector objects ----------
+
+const SELECTORS: &str = "/apis/eci.aliyun.com/v1/selectors";
+const SELECTOR_RECHECK: Duration = Duration::from_millis(200);
+
+fn selector_object(name: &str, priority: i32, spec: Value) -> Value {
+    let mut spec = spec;
+    spec["priority"] = json!(priority);
+    json!({"apiVersion": "eci.aliyun.com/v1", "kind": "Selector",
+           "metadata": {"name": name, "uid": format!("sel-{name}"), "resourceVersion": "10"},
+           "spec": spec})
+}
+
+/// A Selector selecting pods labelled `eci: "true"` with policy `policy`.
+fn opt_in_selector(name: &str, priority: i32, policy: &str) -> Value {
+    selector_object(
+        name,
+        priority,
+        json!({"objectLabels": {"matchLabels": {"eci": "true"}}, "policy": {policy: {}},
+               "effect": {"labels": {"via": name}}}),
+    )
+}
+
+impl Webhook {
+    fn follow_selectors(&self, fake: &Fake) {
+        cluster::follow_selectors_every(&self.state, fake.client(), None, SELECTOR_RECHECK);
+    }
+
+    /// The names of the rules in use, in the order they are tried.
+    fn rule_names(&self) -> Vec<String> {
+        let profile = self.state.profile.get();
+        profile.rules().map(|r| r.name.clone()).collect()
+    }
+
+    /// The rule named `name` in use, as (priority, policy).
+    fn rule(&self, name: &str) -> Option<(i32, String)> {
+        let profile = self.state.profile.get();
+        profile
+            .rules()
+            .find(|r| r.name == name)
+            .map(|r| (r.priority, r.policy.to_string()))
+    }
+}
+
+/// The ConfigMap with TWO_RULES and the Selector CRD with `objects`, followed.
+async fn following_selectors(objects: &[Value]) -> (Fake, Webhook) {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    fake.install_selector_crd(&["v1", "v1beta1"], objects);
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.follow_selectors(&fake);
+    hook.until_ready().await;
+    fake.watches(SELECTORS, 1).await;
+    (fake, hook)
+}
+
+fn invalid_selector_events(fake: &Fake) -> Vec<Value> {
+    fake.events()
+        .into_iter()
+        .filter(|e| e["reason"] == "InvalidSelector")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_are_merged_and_followed_through_create_update_delete() {
+    let (fake, hook) = following_selectors(&[opt_in_selector("top", 5, "fair")]).await;
+    // Listed before ready: merged with the ConfigMap's rules, by priority.
+    assert_eq!(hook.rule_names(), ["top", "eci-ns", "eci-pod"]);
+    let answer = hook
+        .mutate(admission_fixture("create-labelled-pod-with-everything"))
+        .await;
+    let patch = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            answer["response"]["patch"].as_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(patch.contains(r#""value":"top,eci-pod""#), "{patch}");
+    assert!(!patch.contains("nodeSelector"), "policy fair: {patch}");
+
+    // Created.
+    fake.put_selector("ADDED", opt_in_selector("also", 0, "virtualNodeOnly"));
+    assert!(eventually(Duration::from_secs(5), || hook.rule_names().len() == 4).await);
+    assert_eq!(hook.rule_names(), ["top", "eci-ns", "eci-pod", "also"]);
+    // Updated: a new priority moves it.
+    fake.put_selector("MODIFIED", opt_in_selector("also", 9, "normalNodePrefer"));
+    assert!(
+        eventually(Duration::from_secs(5), || hook.rule("also")
+            == Some((9, "normalNodePrefer".into())))
+        .await
+    );
+    assert_eq!(hook.rule_names(), ["also", "top", "eci-ns", "eci-pod"]);
+    // Deleted.
+    fake.delete_selector("also");
+    assert!(eventually(Duration::from_secs(5), || hook.rule("also").is_none()).await);
+    assert_eq!(hook.rule_names(), ["top", "eci-ns", "eci-pod"]);
+    assert_eq!(
+        metric(&hook, r#"eci_profile_selector_objects{state="applied"}"#),
+        1
+    );
+    assert_eq!(metric(&hook, "eci_profile_selector_crd_installed"), 1);
+    assert!(invalid_selector_events(&fake).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_selector_is_reported_and_its_last_good_version_keeps_applying() {
+    let (fake, hook) = following_selectors(&[
+        opt_in_selector("a", 1, "fair"),
+        opt_in_selector("b", 2, "fair"),
+    ])
+    .await;
+    assert_eq!(hook.rule("a"), Some((1, "fair".into())));
+    let mut broken = opt_in_selector("a", 3, "fair");
+    broken["spec"]["policy"] = json!({"fair": {}, "virtualNodeOnly": {}});
+    let broken = fake.put_selector("MODIFIED", broken);
+    assert!(
+        eventually(Duration::from_secs(5), || invalid_selector_events(&fake)
+            .len()
+            == 1)
+        .await
+    );
+    let event = &invalid_selector_events(&fake)[0];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "Selector");
+    assert_eq!(event["regarding"]["name"], "a");
+    assert_eq!(event["regarding"]["apiVersion"], "eci.aliyun.com/v1");
+    assert_eq!(
+        event["regarding"]["resourceVersion"],
+        broken["metadata"]["resourceVersion"]
+    );
+    let note = event["note"].as_str().unwrap();
+    assert!(
+        note.starts_with("Selector refused, its last good version keeps applying:\nerror: selector \"a\": spec.policy: must have exactly one of"),
+        "{note}"
+    );
+    // Cluster-scoped: the Event is in namespace default.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r == "POST /apis/events.k8s.io/v1/namespaces/default/events"),
+        "{:?}",
+        fake.requests()
+    );
+    // The last good version of a applies; b is unaffected.
+    assert_eq!(hook.rule("a"), Some((1, "fair".into())));
+    assert_eq!(hook.rule("b"), Some((2, "fair".into())));
+    assert_eq!(
+        metric(&hook, r#"eci_profile_selector_objects{state="invalid"}"#),
+        1
+    );
+    // Fixed: the new version applies.
+    fake.put_selector("MODIFIED", opt_in_selector("a", 3, "normalNodeOnly"));
+    assert!(
+        eventually(Duration::from_secs(5), || hook.rule("a")
+            == Some((3, "normalNodeOnly".into())))
+        .await
+    );
+    assert_eq!(
+        metric(&hook, r#"eci_profile_selector_objects{state="invalid"}"#),
+        0
+    );
+    // Broken again, then deleted: nothing of it is left.
+    let mut broken = opt_in_selector("a", 4, "fair");
+    broken["spec"]["objectLabels"] = json!({"matchLabels": {"eci": "not ok"}});
+    fake.put_selector("MODIFIED", broken);
+    assert!(
+        eventually(Duration::from_secs(5), || invalid_selector_events(&fake)
+            .len()
+            == 2)
+        .await
+    );
+    assert_eq!(hook.rule("a"), Some((3, "normalNodeOnly".into())));
+    fake.delete_selector("a");
+    assert!(eventually(Duration::from_secs(5), || hook.rule("a").is_none()).await);
+    assert_eq!(hook.rule("b"), Some((2, "fair".into())));
+    assert_eq!(
+        metric(&hook, r#"eci_profile_selector_objects{state="invalid"}"#),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_invalid_from_the_start_does_not_apply_and_others_do() {
+    let mut bad = opt_in_selector("bad", 0, "fair");
+    bad["spec"]["effect"] =
+        json!({"annotations": {"controller.kubernetes.io/pod-deletion-cost": -1000}});
+    let (fake, hook) = following_selectors(&[bad, opt_in_selector("good", 0, "fair")]).await;
+    assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod", "good"]);
+    assert!(
+        eventually(Duration::from_secs(5), || invalid_selector_events(&fake)
+            .len()
+            == 1)
+        .await
+    );
+    let note = invalid_selector_events(&fake)[0]["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.starts_with("Selector refused, it does not apply:"),
+        "{note}"
+    );
+    assert!(
+        note.contains("spec.effect.annotations[\"controller.kubernetes.io/pod-deletion-cost\"]: must be a string, found a number (quote it)"),
+        "{note}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_named_like_a_configmap_rule_is_left_out_and_reported() {
+    let (fake, hook) = following_selectors(&[opt_in_selector("eci-pod", 100, "fair")]).await;
+    assert_eq!(
+        hook.rule("eci-pod"),
+        Some((0, "virtualNodeOnly".into())),
+        "the ConfigMap's rule"
+    );
+    assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
+    assert!(
+        eventually(Duration::from_secs(5), || invalid_selector_events(&fake)
+            .len()
+            == 1)
+        .await
+    );
+    let note = invalid_selector_events(&fake)[0]["note"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        note.contains("is also a rule of the profile ConfigMap"),
+        "{note}"
+    );
+    assert_eq!(
+        metric(&hook, r#"eci_profile_selector_objects{state="name-clash"}"#),
+        1
+    );
+    // The ConfigMap renames its rule: the Selector applies.
+    fake.configmap_event(
+        "MODIFIED",
+        selectors(r#"[{"name": "renamed", "objectSelector": {"matchLabels": {"eci": "true"}}}]"#),
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || hook.rule("eci-pod")
+            == Some((100, "fair".into())))
+        .await
+    );
+    assert_eq!(hook.rule_names(), ["eci-pod", "renamed"]);
+    let states = |hook: &Webhook| {
+        ["applied", "name-clash"].map(|state| {
+            metric(
+                hook,
+                &format!(r#"eci_profile_selector_objects{{state="{state}"}}"#),
+            )
+        })
+    };
+    assert_eq!(states(&hook), [1, 0]);
+    // And back: a ConfigMap change alone makes the clash, and counts it.
+    fake.configmap_event("MODIFIED", selectors(TWO_RULES));
+    assert!(eventually(Duration::from_secs(5), || states(&hook) == [0, 1]).await);
+    assert_eq!(hook.rule("eci-pod"), Some((0, "virtualNodeOnly".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_crd_the_configmap_alone_applies_until_it_is_installed() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.follow_selectors(&fake);
+    hook.until_ready().await;
+    assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
+    assert_eq!(metric(&hook, "eci_profile_selector_crd_installed"), 0);
+    // Asked again, quietly, without listing anything.
+    assert!(
+        eventually(Duration::from_secs(5), || fake
+            .count("GET /apis/eci.aliyun.com")
+            >= 3)
+        .await
+    );
+    assert_eq!(fake.count(&format!("GET {SELECTORS}")), 0);
+    // Installed later (serving only v1beta1, as the open-source eci-profile's
+    // CRD does): watched without a restart.
+    fake.install_selector_crd(&["v1beta1"], &[opt_in_selector("late", 7, "fair")]);
+    assert!(eventually(Duration::from_secs(5), || hook.rule("late").is_some()).await);
+    assert_eq!(metric(&hook, "eci_profile_selector_crd_installed"), 1);
+    assert!(fake.count("GET /apis/eci.aliyun.com/v1beta1/selectors") >= 1);
+    assert_eq!(fake.count(&format!("GET {SELECTORS}")), 0);
+    // Deleted again: its objects go with it, and the ConfigMap alone applies.
+    fake.watches("/apis/eci.aliyun.com/v1beta1/selectors", 1)
+        .await;
+    fake.delete_selector_crd();
+    assert!(eventually(Duration::from_secs(5), || hook.rule("late").is_none()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            &hook,
+            "eci_profile_selector_crd_installed"
+        ) == 0)
+        .await
+    );
+    assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
+    assert_eq!(hook.readyz().await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_waits_for_the_selectors_to_be_listed() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    fake.install_selector_crd(&["v1"], &[opt_in_selector("listed", 0, "fair")]);
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    let (status, body) = hook.readyz().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("profile not synced"), "{body}");
+    hook.follow_selectors(&fake);
+    hook.until_ready().await;
+    // Ready means the listed Selector is in use.
+    assert!(hook.rule("listed").is_some());
 }

@@ -27,6 +27,8 @@ struct Parts {
     selectors: Arc<SelectorRules>,
     /// Selectors left out by the last merge.
     clashes: Vec<String>,
+    /// Selectors whose latest version was refused.
+    invalid: usize,
 }
 
 impl Assembly {
@@ -40,6 +42,7 @@ impl Assembly {
                 configmap,
                 selectors: Arc::default(),
                 clashes: Vec::new(),
+                invalid: 0,
             }),
         }
     }
@@ -74,10 +77,12 @@ impl Assembly {
         tracing::info!(source, digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
     }
 
-    /// Puts a new set of Selector rules in use.
-    pub fn set_selectors(&self, selectors: SelectorRules) {
+    /// Puts a new set of Selector rules in use; `invalid` Selectors (whose
+    /// latest version was refused) are counted.
+    pub fn set_selectors(&self, selectors: SelectorRules, invalid: usize) {
         let mut parts = self.lock();
         parts.selectors = Arc::new(selectors);
+        parts.invalid = invalid;
         let before = self.published.get().digest();
         let (digest, rules) = self.republish(&mut parts);
         if digest != before {
@@ -99,6 +104,9 @@ impl Assembly {
             tracing::warn!("{}", profile::clash_message(name));
         }
         parts.clashes = merged.clashes;
+        let clashing = parts.clashes.len();
+        self.metrics
+            .selector_states(parts.selectors.len() - clashing, parts.invalid, clashing);
         let (digest, rules) = (merged.profile.digest(), merged.profile.rule_count());
         if digest != self.published.get().digest() {
             self.published.publish(merged.profile);

@@ -267,32 +267,24 @@ impl SelectorFollower {
         }
     }
 
-    /// Publishes the good versions, then reports name clashes and counts.
+    /// Publishes the good versions, then reports name clashes.
     async fn publish(&mut self) {
         let rules: SelectorRules = self
             .objects
             .iter()
             .filter_map(|(name, t)| Some((name.clone(), t.good.clone()?)))
             .collect();
-        self.assembly.set_selectors(rules);
-        let clashes = self.assembly.clashes();
-        for name in &clashes {
+        let invalid = self.objects.values().filter(|t| t.invalid).count();
+        self.assembly.set_selectors(rules, invalid);
+        for name in self.assembly.clashes() {
             let version = self
                 .objects
-                .get(name)
+                .get(&name)
                 .and_then(|t| t.reference.resource_version.clone())
                 .unwrap_or_default();
-            self.report(name, &version, "clash", profile::clash_message(name))
+            self.report(&name, &version, "clash", profile::clash_message(&name))
                 .await;
         }
-        let invalid = self.objects.values().filter(|t| t.invalid).count();
-        let applied = self
-            .objects
-            .iter()
-            .filter(|(name, t)| !t.invalid && t.good.is_some() && !clashes.contains(name))
-            .count();
-        self.metrics
-            .selector_states(applied, invalid, clashes.len());
     }
 
     /// Drops every Selector (their resource is not served).
@@ -300,8 +292,7 @@ impl SelectorFollower {
         if !self.objects.is_empty() {
             self.objects.clear();
         }
-        self.assembly.set_selectors(SelectorRules::new());
-        self.metrics.selector_states(0, 0, 0);
+        self.assembly.set_selectors(SelectorRules::new(), 0);
     }
 }
 
