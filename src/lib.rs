@@ -16,3 +16,4 @@ pub mod server;
 pub mod sources;
 pub mod tls;
 pub mod truncate;
+pub mod validation;

@@ -10,9 +10,11 @@ use prometheus_client::registry::Registry;
 /// Labels of `admission_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// `mutated`, `unchanged`, `skipped` or `error`.
+    /// `mutated`, `unchanged`, `skipped` or `error` (`/mutate`); `allowed`
+    /// or `denied` (`/validate`).
     pub outcome: &'static str,
-    /// The skip reason's code, or the error kind; empty otherwise.
+    /// The skip reason's code, or the error kind; empty otherwise. For
+    /// `/validate`: `selector`, `profile` or `other`.
     pub reason: &'static str,
 }
 

@@ -179,7 +179,9 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(echoed(e)))?;
     // The pod boxed as it is read: the envelope stays small to move around.
     if let Ok(review) = serde_json::from_str::<ReviewIn<Option<Box<Pod>>>>(text) {
-        return checked(review, |object| object.map_or(Object::Absent, Object::Pod));
+        let (mut request, object) = checked(review)?;
+        request.object = object.map_or(Object::Absent, Object::Pod);
+        return Ok(request);
     }
     let review: ReviewIn<Option<&RawValue>> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
@@ -188,13 +190,31 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
             ReviewError::NotJson(echoed(e))
         }
     })?;
-    checked(review, |object| match object {
+    let (mut request, object) = checked(review)?;
+    request.object = match object {
         None => Object::Absent,
         Some(raw) => match serde_json::from_str::<Pod>(raw.get()) {
             Ok(pod) => Object::Pod(Box::new(pod)),
             Err(e) => Object::Unreadable(echoed(e)),
         },
-    })
+    };
+    Ok(request)
+}
+
+/// Parses a request body whose object is not a pod: the request (its
+/// `object` left [`Object::Absent`]) and the object's JSON text, unread.
+pub fn parse_request_raw(
+    body: &[u8],
+) -> Result<(AdmissionRequest<'_>, Option<&RawValue>), ReviewError> {
+    let text = std::str::from_utf8(body).map_err(|e| ReviewError::NotJson(echoed(e)))?;
+    let review: ReviewIn<Option<&RawValue>> = serde_json::from_str(text).map_err(|e| {
+        if e.is_data() {
+            ReviewError::NotAdmissionReview(echoed(e))
+        } else {
+            ReviewError::NotJson(echoed(e))
+        }
+    })?;
+    checked(review)
 }
 
 /// An error message, which may quote the body (serde's do), as echoed.
@@ -202,11 +222,9 @@ fn echoed(e: impl fmt::Display) -> String {
     truncate::echo(&e.to_string()).into_owned()
 }
 
-/// Checks the envelope and the uid, and reads the object with `read`.
-fn checked<'a, O>(
-    review: ReviewIn<'a, O>,
-    read: impl FnOnce(O) -> Object,
-) -> Result<AdmissionRequest<'a>, ReviewError> {
+/// Checks the envelope and the uid; returns the request (its object
+/// [`Object::Absent`]) and the object as read.
+fn checked<'a, O>(review: ReviewIn<'a, O>) -> Result<(AdmissionRequest<'a>, O), ReviewError> {
     if review.kind.as_deref() != Some(KIND) || review.api_version.as_deref() != Some(API_VERSION) {
         return Err(ReviewError::NotAdmissionReview(format!(
             "kind {}, apiVersion {}",
@@ -229,7 +247,7 @@ fn checked<'a, O>(
         Some(uid) if !uid.is_empty() => uid,
         _ => return Err(ReviewError::MissingUid),
     };
-    Ok(AdmissionRequest {
+    let parsed = AdmissionRequest {
         uid,
         kind: request.kind,
         resource: request.resource,
@@ -237,9 +255,10 @@ fn checked<'a, O>(
         name: request.name,
         namespace: request.namespace,
         operation: request.operation,
-        object: read(request.object),
+        object: Object::Absent,
         dry_run: request.dry_run,
-    })
+    };
+    Ok((parsed, request.object))
 }
 
 /// A decided request: the pod as read and the decision.

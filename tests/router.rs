@@ -244,3 +244,139 @@ async fn past_the_body_budget_large_bodies_get_503_and_small_ones_are_served() {
     let (status, _, _) = call(router, declared(&large)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// An AdmissionReview for applying `object` (a YAML manifest), in the
+/// envelope the API server sends (taken from a captured request).
+fn apply_request(operation: &str, kind: (&str, &str, &str, &str), object_yaml: &str) -> Vec<u8> {
+    let (group, version, kind, resource) = kind;
+    let mut review: serde_json::Value =
+        serde_json::from_slice(&admission_fixture("update-label")).unwrap();
+    let object: serde_json::Value = serde_saphyr::from_str(object_yaml).unwrap();
+    let request = &mut review["request"];
+    for field in ["kind", "requestKind"] {
+        request[field] = serde_json::json!({"group": group, "version": version, "kind": kind});
+    }
+    for field in ["resource", "requestResource"] {
+        request[field] =
+            serde_json::json!({"group": group, "version": version, "resource": resource});
+    }
+    request["operation"] = operation.into();
+    request["name"] = object["metadata"]["name"].clone();
+    request["namespace"] = object["metadata"]["namespace"].clone();
+    request["object"] = object;
+    if operation == "CREATE" {
+        request["oldObject"] = serde_json::Value::Null;
+    }
+    serde_json::to_vec(&review).unwrap()
+}
+
+fn upstream_selector(name: &str) -> String {
+    std::fs::read_to_string(common::fixture_path(&format!(
+        "upstream-selectors/{name}.yaml"
+    )))
+    .unwrap()
+}
+
+const SELECTOR: (&str, &str, &str, &str) = ("eci.aliyun.com", "v1beta1", "Selector", "selectors");
+const CONFIGMAP: (&str, &str, &str, &str) = ("", "v1", "ConfigMap", "configmaps");
+
+async fn validate(router: &axum::Router, body: Vec<u8>) -> serde_json::Value {
+    let (status, content_type, body) =
+        call(router.clone(), post("/validate?timeout=3s", body)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    serde_json::from_str::<serde_json::Value>(&body).unwrap()["response"].clone()
+}
+
+#[tokio::test]
+async fn validate_allows_the_upstream_examples_and_denies_the_unquoted_deletion_cost() {
+    let router = webhook::router(state(1 << 20));
+    for name in ["fair", "normal-node-prefer", "virtual-node-only", "eip"] {
+        let response = validate(
+            &router,
+            apply_request("CREATE", SELECTOR, &upstream_selector(name)),
+        )
+        .await;
+        assert_eq!(response["allowed"], true, "{name}: {response}");
+        assert!(response.get("warnings").is_none(), "{name}: {response}");
+    }
+    // Annotation values are strings: kubectl sends the number as it is
+    // when the CRD's schema does not refuse it first.
+    let response = validate(
+        &router,
+        apply_request("UPDATE", SELECTOR, &upstream_selector("pod-deletion-cost")),
+    )
+    .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert_eq!(response["status"]["code"], 422);
+    assert_eq!(
+        response["status"]["message"],
+        "invalid Selector \"test-fair\" (1 error):\nerror: selector \"test-fair\": spec.effect.annotations[\"controller.kubernetes.io/pod-deletion-cost\"]: must be a string, found a number (quote it)"
+    );
+    assert_eq!(response["uid"], "aa83af4a-0550-4faa-a392-a94de64c6168");
+}
+
+#[tokio::test]
+async fn validate_checks_the_profile_configmap_only() {
+    let router = webhook::router(state(1 << 20));
+    let configmap = |name: &str, selectors: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: kube-system\ndata:\n  selectors: '{selectors}'\n"
+        )
+    };
+    let bad = r#"[{"name": "a", "objectSelector": {}, "policy": "sometimes"}]"#;
+    let response = validate(
+        &router,
+        apply_request("UPDATE", CONFIGMAP, &configmap("eci-profile", bad)),
+    )
+    .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(
+        response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("selectors[0].policy: unknown policy \"sometimes\""),
+        "{response}"
+    );
+    let warned = r#"[{"name": "a", "objectSelector": {}}]"#;
+    let response = validate(
+        &router,
+        apply_request("CREATE", CONFIGMAP, &configmap("eci-profile", warned)),
+    )
+    .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(
+        response["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("its selectors are empty"),
+        "{response}"
+    );
+    // Another ConfigMap in the namespace: allowed at once, whatever it holds.
+    let response = validate(
+        &router,
+        apply_request("UPDATE", CONFIGMAP, &configmap("coredns", bad)),
+    )
+    .await;
+    assert_eq!(
+        response,
+        serde_json::json!({"uid": "aa83af4a-0550-4faa-a392-a94de64c6168", "allowed": true})
+    );
+}
+
+#[tokio::test]
+async fn validate_reads_bodies_under_the_same_limits() {
+    let router = webhook::router(state(1024));
+    let (status, _, body) = call(router.clone(), post("/validate", "[]")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let big = apply_request("CREATE", SELECTOR, &upstream_selector("fair"));
+    let padded = [big.clone(), vec![b' '; 2048]].concat();
+    let (status, _, _) = call(router.clone(), post("/validate", padded)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let (status, _, _) = call(
+        router,
+        Request::get("/validate").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -238,7 +238,11 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             excluded = ?exclusions.namespaces().collect::<Vec<_>>(),
             "starting"
         );
-        let state = Arc::new(State::new(profile, namespaces, exclusions, limits));
+        let mut state = State::new(profile, namespaces, exclusions, limits);
+        if let Some(configmap) = &configmap {
+            state.profile_configmap = configmap.clone();
+        }
+        let state = Arc::new(state);
         if let Some((client, name, ca)) = own_ca {
             let metrics = state.metrics.clone();
             tokio::spawn(bootstrap::keep_ca(

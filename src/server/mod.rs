@@ -152,6 +152,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     pub readiness: Readiness,
     pub limits: Limits,
+    /// The profile ConfigMap's namespace and name, which `/validate` checks.
+    pub profile_configmap: (String, String),
 }
 
 impl State {
@@ -175,6 +177,10 @@ impl State {
             metrics,
             readiness,
             limits,
+            profile_configmap: (
+                crate::profile::DEFAULT_CONFIGMAP.0.to_string(),
+                crate::profile::DEFAULT_CONFIGMAP.1.to_string(),
+            ),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `POST /mutate`: AdmissionReview v1 in, AdmissionReview v1 out, through
-//! [`review::review`], the code path `eci-profile check -o review` uses.
+//! [`review::review`], the code path `eci-profile check -o review` uses;
+//! `POST /validate`: Selectors and the profile ConfigMap checked at apply
+//! time ([`validation`]). Both read bodies under the same limits.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,7 @@ use super::budget::{Budget, DECISION_WAIT, Reservation};
 use crate::decision::{Outcome, SkipReason};
 use crate::metrics::status_label;
 use crate::review::{self, AdmissionRequest, Context};
+use crate::validation;
 
 /// What the webhook's handlers share.
 struct Webhook {
@@ -30,9 +33,24 @@ pub fn router(state: Arc<State>) -> Router {
     let budget = Arc::new(Budget::new(&state.limits, &state.metrics));
     Router::new()
         .route("/mutate", post(mutate))
+        .route("/validate", post(validate))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Arc::new(Webhook { state, budget }))
+}
+
+/// Which handler a body is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Mutate,
+    Validate,
+}
+
+async fn validate(Extract(webhook): Extract<Arc<Webhook>>, request: Request) -> Response {
+    let span = tracing::debug_span!("validation", uid = field::Empty);
+    answer(&webhook, request, span.clone(), Endpoint::Validate)
+        .instrument(span)
+        .await
 }
 
 async fn mutate(Extract(webhook): Extract<Arc<Webhook>>, request: Request) -> Response {
@@ -48,7 +66,7 @@ async fn mutate(Extract(webhook): Extract<Arc<Webhook>>, request: Request) -> Re
         rules = field::Empty,
     );
     let started = Instant::now();
-    let response = answer(&webhook, request, span.clone())
+    let response = answer(&webhook, request, span.clone(), Endpoint::Mutate)
         .instrument(span)
         .await;
     webhook
@@ -60,7 +78,12 @@ async fn mutate(Extract(webhook): Extract<Arc<Webhook>>, request: Request) -> Re
 }
 
 /// Answers `request`, recording what was decided in `span` (the request's).
-async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -> Response {
+async fn answer(
+    webhook: &Arc<Webhook>,
+    request: Request,
+    span: tracing::Span,
+    endpoint: Endpoint,
+) -> Response {
     let state = &*webhook.state;
     let started = Instant::now();
     let deadline = timeout_param(request.uri().query()).map_or(state.limits.request_timeout, |t| {
@@ -97,6 +120,9 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
     tracing::trace!(body = %String::from_utf8_lossy(&bytes), "request body");
 
     if !webhook.budget.is_large(bytes.len()) {
+        if endpoint == Endpoint::Validate {
+            return judge(state, &bytes);
+        }
         let request = match review::parse_request(&bytes) {
             Ok(request) => request,
             Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
@@ -124,6 +150,9 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
     let decision = webhook.budget.on_decision_thread(move || {
         let _held = held;
         let state = &*shared.state;
+        if endpoint == Endpoint::Validate {
+            return judge(state, &bytes);
+        }
         let request = match review::parse_request(&bytes) {
             Ok(request) => request,
             Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
@@ -144,6 +173,37 @@ async fn answer(webhook: &Arc<Webhook>, request: Request, span: tracing::Span) -
             "deciding failed".into(),
         )
     })
+}
+
+/// Checks a Selector or the profile ConfigMap being applied, and answers.
+fn judge(state: &State, body: &[u8]) -> Response {
+    let profile = state.profile.get();
+    let (namespace, name) = &state.profile_configmap;
+    let context = validation::Context {
+        configmap: (namespace, name),
+        profile: &profile,
+    };
+    let (verdict, response) = match validation::review(body, context) {
+        Ok(reviewed) => reviewed,
+        Err(e) => return refuse(state, StatusCode::BAD_REQUEST, "bad-request", e.to_string()),
+    };
+    let outcome = if verdict.denial.is_some() {
+        "denied"
+    } else {
+        "allowed"
+    };
+    state.metrics.request(outcome, verdict.subject.as_str());
+    if verdict.subject != validation::Subject::Other {
+        tracing::info!(
+            subject = verdict.subject.as_str(),
+            name = crate::truncate::echo(&verdict.name).as_ref(),
+            warnings = verdict.warnings.len(),
+            denial = verdict.denial.as_deref(),
+            "{} {outcome}",
+            verdict.subject.as_str()
+        );
+    }
+    ([(header::CONTENT_TYPE, "application/json")], response).into_response()
 }
 
 /// The namespace of a pod CREATE whose labels are not known yet.
