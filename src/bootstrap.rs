@@ -1,6 +1,7 @@
 //! Self-signed bootstrap: with no cert-manager, each replica generates its
 //! own CA and serving pair at start and adds the CA to the `caBundle` of its
-//! MutatingWebhookConfiguration.
+//! MutatingWebhookConfiguration (and of its ValidatingWebhookConfiguration,
+//! when installed: both are [`WebhookConfiguration`]s).
 //!
 //! The bundle is merged, not replaced, so that every running replica stays
 //! trusted (two replicas, or old and new during a rollout); it keeps the
@@ -17,11 +18,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration};
-use kube::Api;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
 use kube::api::PostParams;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Resource};
 
 use crate::metrics::Metrics;
 
@@ -67,20 +70,70 @@ pub fn merge_bundle(bundle: &str, ca_pem: &str) -> String {
     merged
 }
 
+/// A mutating or validating webhook configuration: a list of webhooks, each
+/// with a client configuration whose caBundle is kept.
+pub trait WebhookConfiguration:
+    Resource<DynamicType = (), Scope = kube::core::ClusterResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// Every webhook's client configuration.
+    fn client_configs(&self) -> Vec<&WebhookClientConfig>;
+    /// Every webhook's client configuration, to change.
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig>;
+}
+
+impl WebhookConfiguration for MutatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
+
+impl WebhookConfiguration for ValidatingWebhookConfiguration {
+    fn client_configs(&self) -> Vec<&WebhookClientConfig> {
+        self.webhooks
+            .iter()
+            .flatten()
+            .map(|w| &w.client_config)
+            .collect()
+    }
+    fn client_configs_mut(&mut self) -> Vec<&mut WebhookClientConfig> {
+        self.webhooks
+            .iter_mut()
+            .flatten()
+            .map(|w| &mut w.client_config)
+            .collect()
+    }
+}
+
 /// Whether every webhook of `config` trusts `ca_pem`.
-pub fn trusts(config: &MutatingWebhookConfiguration, ca_pem: &str) -> bool {
+pub fn trusts(config: &impl WebhookConfiguration, ca_pem: &str) -> bool {
     let ca = ca_pem.trim();
     config
-        .webhooks
-        .iter()
-        .flatten()
-        .all(|webhook| split_pem(&bundle_of(webhook)).contains(&ca))
+        .client_configs()
+        .into_iter()
+        .all(|client| split_pem(&bundle_of(client)).contains(&ca))
 }
 
 /// A webhook's caBundle, as text (empty when it has none).
-fn bundle_of(webhook: &MutatingWebhook) -> String {
-    webhook
-        .client_config
+fn bundle_of(client: &WebhookClientConfig) -> String {
+    client
         .ca_bundle
         .as_ref()
         .map(|b| String::from_utf8_lossy(&b.0).into_owned())
@@ -102,15 +155,21 @@ fn split_pem(bundle: &str) -> Vec<&str> {
     out
 }
 
-/// Adds `ca_pem` to the caBundle of every webhook of the configuration `name`.
-pub async fn install_ca(client: kube::Client, name: &str, ca_pem: &str) -> Result<(), kube::Error> {
-    ensure_ca(&Api::all(client), name, ca_pem).await.map(|_| ())
+/// Adds `ca_pem` to the caBundle of every webhook of the configuration `name` (of kind `K`).
+pub async fn install_ca<K: WebhookConfiguration>(
+    client: kube::Client,
+    name: &str,
+    ca_pem: &str,
+) -> Result<(), kube::Error> {
+    ensure_ca(&Api::<K>::all(client), name, ca_pem)
+        .await
+        .map(|_| ())
 }
 
 /// Reads the configuration `name` (get) and, when a webhook's caBundle lacks
 /// `ca_pem`, writes it back with it (update); whether it wrote.
-async fn ensure_ca(
-    api: &Api<MutatingWebhookConfiguration>,
+async fn ensure_ca<K: WebhookConfiguration>(
+    api: &Api<K>,
     name: &str,
     ca_pem: &str,
 ) -> Result<bool, kube::Error> {
@@ -119,11 +178,11 @@ async fn ensure_ca(
         attempt += 1;
         let mut config = api.get(name).await?;
         let mut changed = false;
-        for webhook in config.webhooks.iter_mut().flatten() {
-            let current = bundle_of(webhook);
+        for client in config.client_configs_mut() {
+            let current = bundle_of(client);
             let merged = merge_bundle(&current, ca_pem);
             if merged != current {
-                webhook.client_config.ca_bundle = Some(ByteString(merged.into_bytes()));
+                client.ca_bundle = Some(ByteString(merged.into_bytes()));
                 changed = true;
             }
         }
@@ -155,14 +214,14 @@ async fn ensure_ca(
 /// backoff) adds it again whenever an event shows it missing, and it is
 /// checked every `recheck` ([`RECHECK`]) as well. Each addition is counted
 /// in `ca_bundle_updates_total`, by result.
-pub async fn keep_ca(
+pub async fn keep_ca<K: WebhookConfiguration>(
     client: kube::Client,
     name: String,
     ca_pem: String,
     metrics: Arc<Metrics>,
     recheck: Duration,
 ) {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let api: Api<K> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let stream = watcher::watcher(api.clone(), config).default_backoff();
     futures_util::pin_mut!(stream);

@@ -43,6 +43,8 @@ struct World {
     webhook_config: Option<Value>,
     /// How many writes of the webhook configuration answer 409 first.
     conflicts: usize,
+    /// The ValidatingWebhookConfiguration (get and update only).
+    validating_config: Option<Value>,
     /// Selector objects by name; `None`: their CRD is not installed.
     selectors: Option<BTreeMap<String, Value>>,
     /// The versions the Selector CRD serves.
@@ -252,6 +254,42 @@ async fn put_webhook_config(
     axum::Json(config).into_response()
 }
 
+const VALIDATING_CONFIGS: &str =
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations";
+
+async fn get_validating_config(
+    Extract(state): Extract<FakeState>,
+    Path(name): Path<String>,
+) -> Response {
+    record(
+        &state,
+        "GET",
+        &format!("{VALIDATING_CONFIGS}/{name}"),
+        &None,
+    );
+    match state.world.lock().unwrap().validating_config.clone() {
+        Some(config) => axum::Json(config).into_response(),
+        None => not_found(&name),
+    }
+}
+
+async fn put_validating_config(
+    Extract(state): Extract<FakeState>,
+    Path(name): Path<String>,
+    axum::Json(mut config): axum::Json<Value>,
+) -> Response {
+    record(
+        &state,
+        "PUT",
+        &format!("{VALIDATING_CONFIGS}/{name}"),
+        &None,
+    );
+    let version = state.version.fetch_add(1, Ordering::SeqCst) + 1;
+    config["metadata"]["resourceVersion"] = json!(version.to_string());
+    state.world.lock().unwrap().validating_config = Some(config.clone());
+    axum::Json(config).into_response()
+}
+
 fn not_found(what: &str) -> Response {
     (
         StatusCode::NOT_FOUND,
@@ -385,6 +423,10 @@ impl Fake {
             .route(
                 "/apis/eci.aliyun.com/{version}/selectors",
                 get(list_or_watch_selectors),
+            )
+            .route(
+                &format!("{VALIDATING_CONFIGS}/{{name}}"),
+                get(get_validating_config).put(put_validating_config),
             )
             .route(WEBHOOK_CONFIGS, get(list_or_watch_webhook_configs))
             .route(
@@ -1006,9 +1048,11 @@ async fn bootstrap_adds_this_replicas_ca_to_the_webhook_configuration() {
     )
     .unwrap()
     .ca_pem;
-    eci_profile::bootstrap::install_ca(fake.client(), "eci-profile", &mine)
-        .await
-        .unwrap();
+    eci_profile::bootstrap::install_ca::<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    >(fake.client(), "eci-profile", &mine)
+    .await
+    .unwrap();
     let config = fake.world.lock().unwrap().webhook_config.clone().unwrap();
     let bundle = base64::engine::general_purpose::STANDARD
         .decode(
@@ -1029,9 +1073,11 @@ async fn bootstrap_adds_this_replicas_ca_to_the_webhook_configuration() {
         "retried after the conflict"
     );
     // Adding it again writes nothing.
-    eci_profile::bootstrap::install_ca(fake.client(), "eci-profile", &mine)
-        .await
-        .unwrap();
+    eci_profile::bootstrap::install_ca::<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    >(fake.client(), "eci-profile", &mine)
+    .await
+    .unwrap();
     assert_eq!(fake.count("PUT /apis/admissionregistration.k8s.io"), 2);
 }
 
@@ -1089,9 +1135,11 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
     fake.world.lock().unwrap().webhook_config = Some(webhook_configuration(&[], "5"));
     let generate = |name: String| eci_profile::certs::generate(&[name], &[]).unwrap().ca_pem;
     let mine = generate("mine".into());
-    bootstrap::install_ca(fake.client(), "eci-profile", &mine)
-        .await
-        .unwrap();
+    bootstrap::install_ca::<
+        k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+    >(fake.client(), "eci-profile", &mine)
+    .await
+    .unwrap();
     let puts = || fake.count(&format!("PUT {WEBHOOK_CONFIGS}/"));
     assert_eq!(puts(), 1);
     let metrics = Arc::new(eci_profile::metrics::Metrics::default());
@@ -1108,7 +1156,9 @@ async fn bootstrap_adds_this_replicas_ca_again_when_it_is_pushed_out() {
     // On a watch event that shows it missing (the periodic check is far off).
     // This replica's keeper, checking every `recheck` besides watching.
     let keep = |recheck| {
-        tokio::spawn(bootstrap::keep_ca(
+        tokio::spawn(bootstrap::keep_ca::<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >(
             fake.client(),
             "eci-profile".into(),
             mine.clone(),
@@ -1702,4 +1752,61 @@ async fn readiness_waits_for_the_selectors_to_be_listed() {
     hook.until_ready().await;
     // Ready means the listed Selector is in use.
     assert!(hook.rule("listed").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_adds_this_replicas_ca_to_the_validating_configuration_too() {
+    use base64::Engine as _;
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let fake = Fake::start(None, &[]).await;
+    let mine = eci_profile::certs::generate(&["eci-profile".into()], &[])
+        .unwrap()
+        .ca_pem;
+    // Not installed (the chart's validation.enabled=false): a clean 404.
+    let absent = eci_profile::bootstrap::install_ca::<ValidatingWebhookConfiguration>(
+        fake.client(),
+        "eci-profile",
+        &mine,
+    )
+    .await;
+    assert!(
+        matches!(&absent, Err(kube::Error::Api(s)) if s.code == 404),
+        "{absent:?}"
+    );
+    let webhook = |name: &str| {
+        json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+               "clientConfig": {"service": {"namespace": "eci-profile-system", "name": "eci-profile", "path": "/validate"}}})
+    };
+    fake.world.lock().unwrap().validating_config = Some(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "eci-profile", "resourceVersion": "3"},
+        "webhooks": [webhook("selectors.eci-profile.io"), webhook("profile.eci-profile.io")]
+    }));
+    eci_profile::bootstrap::install_ca::<ValidatingWebhookConfiguration>(
+        fake.client(),
+        "eci-profile",
+        &mine,
+    )
+    .await
+    .unwrap();
+    let config = fake
+        .world
+        .lock()
+        .unwrap()
+        .validating_config
+        .clone()
+        .unwrap();
+    for webhook in config["webhooks"].as_array().unwrap() {
+        let bundle = base64::engine::general_purpose::STANDARD
+            .decode(webhook["clientConfig"]["caBundle"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            String::from_utf8(bundle).unwrap().contains(mine.trim()),
+            "{webhook}"
+        );
+    }
+    assert_eq!(
+        fake.count(&format!("PUT {VALIDATING_CONFIGS}/eci-profile")),
+        1
+    );
 }

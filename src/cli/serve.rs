@@ -15,6 +15,9 @@ use eci_profile::server::{self, Limits, Server, State};
 use eci_profile::sources::cluster::NamespaceCache;
 use eci_profile::sources::file::{load_profile, read_namespaces};
 use eci_profile::{bootstrap, certs, tls};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 
 /// Where a first `serve` without certificate files writes a development pair.
 const DEFAULT_CERT_DIR: &str = "certs";
@@ -60,7 +63,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ECI_PROFILE_KUBECONFIG", value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
     /// Self-signed bootstrap: generate a CA and serving pair at start (into the
-    /// --tls-cert/--tls-key paths) and add the CA to this MutatingWebhookConfiguration's caBundle
+    /// --tls-cert/--tls-key paths) and add the CA to the caBundle of the
+    /// MutatingWebhookConfiguration of this name (and of the ValidatingWebhookConfiguration, if any)
     #[arg(long, env = "ECI_PROFILE_WEBHOOK_CONFIG", value_name = "NAME")]
     webhook_config: Option<String>,
     /// The Service the API server calls, for the bootstrap certificate's DNS names
@@ -215,12 +219,30 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
                 .map_err(|e| format!("cannot generate a certificate: {e}"))?;
             certs::write_to(&options.tls_cert, &options.tls_key, &generated)
                 .map_err(|e| format!("cannot write the bootstrap certificate: {e}"))?;
-            bootstrap::install_ca(client.clone(), name, &generated.ca_pem)
-                .await
-                .map_err(|e| {
-                    format!("cannot add the CA to MutatingWebhookConfiguration {name}: {e}")
-                })?;
-            own_ca = Some((client.clone(), name.clone(), generated.ca_pem));
+            bootstrap::install_ca::<MutatingWebhookConfiguration>(
+                client.clone(),
+                name,
+                &generated.ca_pem,
+            )
+            .await
+            .map_err(|e| {
+                format!("cannot add the CA to MutatingWebhookConfiguration {name}: {e}")
+            })?;
+            // The validating configuration is optional (the chart can leave it out).
+            let validating = match bootstrap::install_ca::<ValidatingWebhookConfiguration>(
+                client.clone(),
+                name,
+                &generated.ca_pem,
+            )
+            .await
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(webhook_config = %name, error = %e, "cannot add the CA to the ValidatingWebhookConfiguration: Selectors and the profile are not checked when applied");
+                    false
+                }
+            };
+            own_ca = Some((client.clone(), name.clone(), generated.ca_pem, validating));
         }
         let (namespaces, namespace_cache): (Arc<dyn NamespaceLookup>, _) =
             match (&args.namespaces_file, &client) {
@@ -243,9 +265,18 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             state.profile_configmap = configmap.clone();
         }
         let state = Arc::new(state);
-        if let Some((client, name, ca)) = own_ca {
+        if let Some((client, name, ca, validating)) = own_ca {
             let metrics = state.metrics.clone();
-            tokio::spawn(bootstrap::keep_ca(
+            if validating {
+                tokio::spawn(bootstrap::keep_ca::<ValidatingWebhookConfiguration>(
+                    client.clone(),
+                    name.clone(),
+                    ca.clone(),
+                    metrics.clone(),
+                    bootstrap::RECHECK,
+                ));
+            }
+            tokio::spawn(bootstrap::keep_ca::<MutatingWebhookConfiguration>(
                 client,
                 name,
                 ca,
