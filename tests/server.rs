@@ -441,10 +441,19 @@ async fn answers_over_http1_and_http2() {
         }
         // Unknown path.
         let a = client
-            .post(h.webhook, "/validate", body.clone())
+            .post(h.webhook, "/convert", body.clone())
             .await
             .unwrap();
         assert_eq!(a.status, StatusCode::NOT_FOUND);
+        // The validating endpoint, on the same listener and protocols: a pod
+        // is none of its business, and is allowed at once.
+        let a = client
+            .post(h.webhook, "/validate", body.clone())
+            .await
+            .unwrap();
+        assert_eq!(a.status, StatusCode::OK);
+        let review: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(review["response"]["allowed"], true, "{review}");
     }
     let (status, metrics) = h.admin_get("/metrics").await;
     assert_eq!(status, StatusCode::OK);
