@@ -300,6 +300,14 @@ fn an_invalid_profile_is_refused_without_output() {
     let o = run(&["convert", "--to", "selectors", &example, &other]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("a second ConfigMap"), "{}", stderr(&o));
+    // A flag of the other direction is a mistake, not ignored.
+    let o = run(&["convert", "--to", "configmap", "--keep-configmap", &example]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--keep-configmap applies to --to selectors only"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -42,6 +42,15 @@ enum Format {
 /// Prints the converted objects (YAML) on stdout and findings on stderr;
 /// fails, printing nothing, when the input or the conversion has an error.
 pub fn run(args: ConvertArgs) -> Result<ExitCode, String> {
+    match args.to {
+        Format::Configmap if args.keep_configmap => {
+            return Err("--keep-configmap applies to --to selectors only".into());
+        }
+        Format::Selectors if args.drop_unsupported => {
+            return Err("--drop-unsupported applies to --to configmap only".into());
+        }
+        _ => {}
+    }
     let manifests = match read_all(&args.files) {
         Ok(manifests) => manifests,
         Err(errors) => {
