@@ -76,8 +76,10 @@ fn is_name_token(s: &str) -> bool {
     }
 }
 
-/// RFC 1123 subdomain: lowercase labels of `[a-z0-9]([-a-z0-9]*[a-z0-9])?` joined by dots.
-fn check_dns_subdomain(s: &str) -> Result<(), String> {
+/// Checks an RFC 1123 subdomain (lowercase labels of
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?` joined by dots, at most 253 characters),
+/// as the names of most Kubernetes objects are; returns why it is invalid.
+pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
     if s.len() > DNS_SUBDOMAIN_MAX {
         return Err(format!(
             "must be no more than {DNS_SUBDOMAIN_MAX} characters"

@@ -31,6 +31,16 @@ impl Operator {
         }
     }
 
+    /// The operator as spelled in the Kubernetes API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::In => "In",
+            Self::NotIn => "NotIn",
+            Self::Exists => "Exists",
+            Self::DoesNotExist => "DoesNotExist",
+        }
+    }
+
     /// Whether the operator takes a non-empty `values` list (`In`, `NotIn`) or none.
     pub fn takes_values(self) -> bool {
         matches!(self, Self::In | Self::NotIn)

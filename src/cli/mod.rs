@@ -1,7 +1,8 @@
-//! Command-line interface: `serve`, `check`, `validate`, `certs`.
+//! Command-line interface: `serve`, `check`, `validate`, `convert`, `certs`.
 
 mod certs;
 mod check;
+mod convert;
 mod serve;
 mod validate;
 
@@ -29,6 +30,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Validate profiles: ConfigMap and Selector manifests, or mounted directories.
     Validate(validate::ValidateArgs),
+    /// Convert between the profile ConfigMap and Selector objects.
+    Convert(convert::ConvertArgs),
     /// Write a CA and a serving certificate signed by it (ca.crt, tls.crt, tls.key).
     Certs(certs::CertsArgs),
 }
@@ -43,6 +46,7 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve::run(*args),
         Command::Check(args) => check::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Certs(args) => certs::run(args),
     };
     match result {

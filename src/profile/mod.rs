@@ -7,6 +7,7 @@
 //!   [`Profile`]; the same [`Diagnostics`] serve `validate`, `check` and the server.
 
 mod compile;
+pub mod convert;
 mod diagnostic;
 mod index;
 mod manifest;
