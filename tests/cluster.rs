@@ -1580,9 +1580,13 @@ async fn an_invalid_selector_is_reported_and_its_last_good_version_keeps_applyin
     // The last good version of a applies; b is unaffected.
     assert_eq!(hook.rule("a"), Some((1, "fair".into())));
     assert_eq!(hook.rule("b"), Some((2, "fair".into())));
-    assert_eq!(
-        metric(&hook, r#"eci_profile_selector_objects{state="invalid"}"#),
-        1
+    // Counted once the refused version has been merged (just after its Event).
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            &hook,
+            r#"eci_profile_selector_objects{state="invalid"}"#
+        ) == 1)
+        .await
     );
     // Fixed: the new version applies.
     fake.put_selector("MODIFIED", opt_in_selector("a", 3, "normalNodeOnly"));

@@ -1729,13 +1729,14 @@ fn network_policy_values() {
 // Alerts.
 
 /// The shipped alerts, in order.
-const ALERTS: [&str; 9] = [
+const ALERTS: [&str; 10] = [
     "EciProfileWebhookFailingOpen",
     "EciProfileWebhookRejecting",
     "EciProfileReplicasUnavailable",
     "EciProfileWebhookErrors",
     "EciProfileSlowAdmission",
     "EciProfileInvalidProfile",
+    "EciProfileInvalidSelectors",
     "EciProfileHttpRefusals",
     "EciProfileTlsHandshakeFailures",
     "EciProfileCertificateExpiring",
@@ -2026,6 +2027,32 @@ fn alert_cases(webhook: &str) -> Vec<AlertCase> {
                     vec![json!({"severity": "warning"})],
                 ),
                 ("95m", "EciProfileInvalidProfile", vec![]),
+            ],
+        ),
+        // Selectors refused, on either replica, while they stay refused.
+        (
+            vec![
+                (
+                    r#"eci_profile_selector_objects{pod="a", state="invalid"}"#,
+                    "0 1x20 0x10",
+                ),
+                (
+                    r#"eci_profile_selector_objects{pod="b", state="invalid"}"#,
+                    "0 1x20 0x10",
+                ),
+                (
+                    r#"eci_profile_selector_objects{pod="a", state="applied"}"#,
+                    "3x40",
+                ),
+            ],
+            vec![
+                ("3m", "EciProfileInvalidSelectors", vec![]),
+                (
+                    "10m",
+                    "EciProfileInvalidSelectors",
+                    vec![json!({"severity": "warning", "state": "invalid"})],
+                ),
+                ("30m", "EciProfileInvalidSelectors", vec![]),
             ],
         ),
         // 99 requests in 100 take more than a second.
