@@ -1814,3 +1814,49 @@ async fn bootstrap_adds_this_replicas_ca_to_the_validating_configuration_too() {
         1
     );
 }
+
+/// The figure of a Selector change: from the watch event leaving the API
+/// server to the profile in use (the next pod) having it, with 1 and with
+/// 1,000 other Selectors loaded. A measurement, not a check of speed:
+/// `cargo nextest run --test cluster --run-ignored only selector_change_latency --no-capture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand"]
+async fn selector_change_latency() {
+    for others in [1usize, 1000] {
+        let objects: Vec<Value> = (0..others)
+            .map(|i| {
+                selector_object(
+                    &format!("team-{i:04}"),
+                    0,
+                    json!({"namespaceLabels": {"matchLabels": {"team": format!("t{i}")}},
+                           "effect": {"annotations": {"k8s.aliyun.com/eci-use-specs": "2-4Gi"}},
+                           "policy": {"fair": {}}}),
+                )
+            })
+            .collect();
+        let (fake, hook) = following_selectors(&objects).await;
+        let mut times = Vec::new();
+        for round in 1..=100 {
+            fake.put_selector("MODIFIED", opt_in_selector("probe", round, "fair"));
+            let started = Instant::now();
+            while hook.rule("probe").map(|(p, _)| p) != Some(round) {
+                assert!(started.elapsed() < Duration::from_secs(10), "never applied");
+                tokio::task::yield_now().await;
+            }
+            times.push(started.elapsed());
+        }
+        // The next pod sees it.
+        let answer = hook
+            .mutate(admission_fixture("create-labelled-pod-with-everything"))
+            .await;
+        assert!(answer.to_string().contains("patch"), "{answer}");
+        times.sort();
+        println!(
+            "{others} other Selectors: change to profile in use p50 {:?}, p90 {:?}, max {:?} ({} changes)",
+            times[times.len() / 2],
+            times[times.len() * 9 / 10],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
+}

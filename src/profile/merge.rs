@@ -77,13 +77,14 @@ pub fn compile_manifests(manifests: &Manifests) -> Compiled {
     );
     let mut diagnostics = base.diagnostics.0;
     let mut selectors: Vec<(Rule, u64)> = Vec::new();
+    let mut names = std::collections::HashSet::new();
     for (node, origin) in &manifests.selectors {
         let compiled = compile_selector(node, origin);
         diagnostics.extend(compiled.diagnostics.0);
         let (Some(rule), Some(name)) = (compiled.rule, compiled.name) else {
             continue;
         };
-        let clash = if selectors.iter().any(|(r, _)| r.name == name) {
+        let clash = if !names.insert(name.clone()) {
             Some(format!(
                 "a second Selector named {:?}",
                 crate::truncate::echo(&name)

@@ -187,16 +187,16 @@ impl Profile {
         rules.sort_by(|a, b| a.order().cmp(&b.order()));
         let (selecting, effect_only): (Vec<Rule>, Vec<Rule>) =
             rules.into_iter().partition(Rule::has_selector);
-        let effects_feed_selection = selecting.iter().chain(&effect_only).any(|rule| {
-            rule.labels.iter().any(|(key, _)| {
-                selecting.iter().any(|r| {
-                    r.object_selector
-                        .iter()
-                        .flat_map(|s| s.requirements())
-                        .any(|req| &req.key == key)
-                })
-            })
-        });
+        let selected_keys: std::collections::HashSet<&str> = selecting
+            .iter()
+            .flat_map(|r| r.object_selector.iter().flat_map(|s| s.requirements()))
+            .map(|req| req.key.as_str())
+            .collect();
+        let effects_feed_selection = selecting
+            .iter()
+            .chain(&effect_only)
+            .flat_map(|rule| &rule.labels)
+            .any(|(key, _)| selected_keys.contains(key.as_str()));
         Profile {
             index: RuleIndex::new(&selecting),
             toleration_values: virtual_node
