@@ -522,3 +522,94 @@ fn check_decides_with_selectors_from_the_profile_file() {
         "{text}"
     );
 }
+
+/// The open-source eci-profile's `examples/fair.yaml`, verbatim: a v1beta1
+/// Selector and the Deployment it is for.
+const UPSTREAM_FAIR_EXAMPLE: &str = r#"apiVersion: eci.aliyun.com/v1beta1
+kind: Selector
+metadata:
+  name: test-fair
+spec:
+  objectLabels:
+    matchLabels:
+      app: nginx-test-3
+  effect:
+    annotations:
+      k8s.aliyun.com/eci-image-cache: "true" # 注入annotation，开启自动镜像缓存
+  policy:
+    fair: {}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-test-3
+spec:
+  selector:
+    matchLabels:
+      app: nginx-test-3
+  replicas: 1
+  template:
+    metadata:
+      labels:
+        app: nginx-test-3
+    spec:
+      containers:
+        - name: nginx
+          image: registry-vpc.cn-shanghai.aliyuncs.com/eci_open/nginx:1.14.2
+          ports:
+            - containerPort: 80
+          resources:
+            requests:
+              cpu: 2
+              memory: 4"#;
+
+#[test]
+fn the_open_source_eci_profiles_examples_are_read_verbatim() {
+    for name in ["fair", "normal-node-prefer", "virtual-node-only", "eip"] {
+        let path = fixture_path(&format!("upstream-selectors/{name}.yaml"));
+        let out = run(&["validate", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{name}: {}", stdout(&out));
+        assert!(
+            stdout(&out).ends_with("valid: 1 selector, 0 warnings\n"),
+            "{name}: {}",
+            stdout(&out)
+        );
+    }
+    let path = fixture_path("upstream-selectors/pod-deletion-cost.yaml");
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains(&format!(
+            "{}:11:51: error: selector \"test-fair\": spec.effect.annotations[\"controller.kubernetes.io/pod-deletion-cost\"]: must be a string, found a number (quote it)",
+            path.display()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    // The example file with its Deployment: the Selector is read, and
+    // decides for the Deployment's pods.
+    let path = write_temp("upstream-fair", UPSTREAM_FAIR_EXAMPLE);
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("info: kind: kind Deployment ignored: not a profile object"),
+        "{}",
+        stdout(&out)
+    );
+    let out = run(&[
+        "check",
+        "--profile",
+        path.to_str().unwrap(),
+        "-o",
+        "patch",
+        path.to_str().unwrap(),
+    ]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("k8s.aliyun.com~1eci-image-cache"), "{text}");
+    assert!(text.contains("\"value\": \"test-fair\""), "{text}");
+    assert!(
+        !text.contains("nodeSelector"),
+        "fair: tolerations only: {text}"
+    );
+}
