@@ -49,6 +49,8 @@ struct World {
     selectors: Option<BTreeMap<String, Value>>,
     /// The versions the Selector CRD serves.
     selector_versions: Vec<&'static str>,
+    /// Listing Selectors is forbidden (RBAC without them).
+    selectors_forbidden: bool,
 }
 
 struct Fake {
@@ -330,6 +332,14 @@ async fn list_or_watch_selectors(
         if world.selectors.is_none() || !world.selector_versions.contains(&version.as_str()) {
             return not_found(&path);
         }
+    }
+    if state.world.lock().unwrap().selectors_forbidden {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                              "message": "selectors.eci.aliyun.com is forbidden"})),
+        )
+            .into_response();
     }
     if is_watch(&query) {
         return watch_stream(state.selector_watch.subscribe()).into_response();
@@ -1739,6 +1749,23 @@ async fn without_the_crd_the_configmap_alone_applies_until_it_is_installed() {
     );
     assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
     assert_eq!(hook.readyz().await.0, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_forbidden_by_rbac_leave_the_configmap_serving() {
+    let fake = Fake::start(Some(selectors(TWO_RULES)), &[]).await;
+    fake.install_selector_crd(&["v1"], &[opt_in_selector("hidden", 0, "fair")]);
+    fake.world.lock().unwrap().selectors_forbidden = true;
+    let hook = Webhook::new(Arc::new(
+        eci_profile::namespaces::StaticNamespaces::default(),
+    ));
+    hook.follow_profile(&fake);
+    hook.follow_selectors(&fake);
+    hook.until_ready().await;
+    assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
+    // Allowed later (RBAC fixed): the watch, retrying, lists them.
+    fake.world.lock().unwrap().selectors_forbidden = false;
+    assert!(eventually(Duration::from_secs(10), || hook.rule("hidden").is_some()).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

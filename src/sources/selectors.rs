@@ -180,7 +180,13 @@ impl SelectorFollower {
                     }
                     self.publish().await;
                 }
-                Err(e) if is_not_found(&e) => return Ended::Gone,
+                Err(e) if is_status(&e, 404) => return Ended::Gone,
+                Err(e) if is_status(&e, 403) && !self.synced.load(Ordering::Acquire) => {
+                    // Not allowed to list them (RBAC of an older install):
+                    // serving the ConfigMap's rules beats never being ready.
+                    tracing::error!(error = %e, "cannot list Selector objects: the profile ConfigMap alone applies until this is allowed (get, list and watch on selectors.eci.aliyun.com)");
+                    self.set_synced();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "Selector watch failed; retrying, the Selectors known keep applying")
                 }
@@ -312,12 +318,13 @@ async fn served_version(client: &kube::Client) -> Result<Option<String>, kube::E
     }
 }
 
-fn is_not_found(error: &watcher::Error) -> bool {
+/// Whether a watch error is the API server's answer `code`.
+fn is_status(error: &watcher::Error, code: u16) -> bool {
     let api_error = match error {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => e,
         _ => return false,
     };
-    matches!(api_error, kube::Error::Api(status) if status.code == 404)
+    matches!(api_error, kube::Error::Api(status) if status.code == code)
 }
