@@ -183,14 +183,7 @@ pub fn parse_request(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
         request.object = object.map_or(Object::Absent, Object::Pod);
         return Ok(request);
     }
-    let review: ReviewIn<Option<&RawValue>> = serde_json::from_str(text).map_err(|e| {
-        if e.is_data() {
-            ReviewError::NotAdmissionReview(echoed(e))
-        } else {
-            ReviewError::NotJson(echoed(e))
-        }
-    })?;
-    let (mut request, object) = checked(review)?;
+    let (mut request, object) = parse_request_raw(body)?;
     request.object = match object {
         None => Object::Absent,
         Some(raw) => match serde_json::from_str::<Pod>(raw.get()) {

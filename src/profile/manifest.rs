@@ -39,15 +39,8 @@ impl Manifests {
     pub fn read(file: &str, text: &str) -> Result<(Self, Diagnostics), Diagnostics> {
         // Read as kubectl reads it (YAML 1.1 booleans), so that what passes
         // here also applies.
-        let documents = node::parse_documents(text, node::Booleans::Yaml11).map_err(|e| {
-            Diagnostics(vec![finding(
-                Severity::Error,
-                file,
-                e.position,
-                "",
-                e.message,
-            )])
-        })?;
+        let documents = node::parse_documents(text, node::Booleans::Yaml11)
+            .map_err(|e| syntax_error(file, e))?;
         let mut objects = Vec::new();
         for document in documents {
             match (
@@ -128,6 +121,17 @@ impl Manifests {
     }
 }
 
+/// A manifest that is not YAML or JSON.
+fn syntax_error(file: &str, e: node::SyntaxError) -> Diagnostics {
+    Diagnostics(vec![finding(
+        Severity::Error,
+        file,
+        e.position,
+        "",
+        e.message,
+    )])
+}
+
 fn echo_kind(kind: &str) -> String {
     if kind.is_empty() {
         "an object without kind".into()
@@ -139,15 +143,8 @@ fn echo_kind(kind: &str) -> String {
 impl ProfileData {
     /// Reads the `data` of a ConfigMap manifest; `file` names it in messages.
     pub fn from_manifest(file: &str, manifest: &str) -> Result<Self, Diagnostics> {
-        let root = node::parse(manifest, node::Booleans::Yaml11).map_err(|e| {
-            Diagnostics(vec![finding(
-                Severity::Error,
-                file,
-                e.position,
-                "",
-                e.message,
-            )])
-        })?;
+        let root =
+            node::parse(manifest, node::Booleans::Yaml11).map_err(|e| syntax_error(file, e))?;
         Self::from_configmap(file, manifest, &root)
     }
 
