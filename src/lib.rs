@@ -1,4 +1,5 @@
 pub mod bootstrap;
+pub mod budgets;
 pub mod certs;
 pub mod decision;
 pub mod digest;

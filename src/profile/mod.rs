@@ -93,11 +93,11 @@ pub enum RuleSource {
 }
 
 /// Policy `namespaceResourceLimit` of a Selector object: what `namespace`
-/// may run on virtual nodes in all (resource name, quantity).
+/// may run on virtual nodes in all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamespaceLimit {
     pub namespace: String,
-    pub limits: Vec<(String, String)>,
+    pub limits: crate::budgets::Limits,
 }
 
 /// One compiled selector rule.

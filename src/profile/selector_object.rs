@@ -19,6 +19,7 @@
 use super::compile::{Checker, field};
 use super::node::{Node, Value};
 use super::{Diagnostics, NamespaceLimit, Origin, Rule, RuleSource, SchedulingPolicy, Severity};
+use crate::budgets::{Limits, Quantity, Resource};
 use crate::labels;
 
 /// The API group of Selector objects.
@@ -289,22 +290,19 @@ impl Checker {
                 String::new()
             }
         };
-        let mut limits = Vec::new();
+        let mut limits = Limits::default();
         match field(fields, "limits") {
             None => self.error(&format!("{path}.limits"), node, "is required"),
             Some(n) => {
                 let lpath = format!("{path}.limits");
                 if let Some(entries) = self.object(&lpath, n, "an object of quantities") {
                     for (key, value) in entries {
-                        let Some(resource) = key.as_str() else {
+                        let Some(name) = key.as_str() else {
                             self.error(&lpath, key, "keys must be strings");
                             continue;
                         };
-                        let at = format!("{lpath}[{resource:?}]");
-                        if let Err(why) = labels::check_key(resource) {
-                            self.error(&at, key, format!("invalid resource name: {why}"));
-                        }
-                        let quantity = match &value.value {
+                        let at = format!("{lpath}[{name:?}]");
+                        let text = match &value.value {
                             Value::String(q) => q.clone(),
                             Value::Integer(i) => i.to_string(),
                             Value::Float(f) => f.to_string(),
@@ -317,50 +315,24 @@ impl Checker {
                                 continue;
                             }
                         };
-                        if !is_quantity(&quantity) {
-                            self.error(
-                                &at,
-                                value,
-                                format!("invalid quantity {quantity:?} (e.g. 100, 2.5, 500m, 8Gi)"),
-                            );
+                        let Some(quantity) = Quantity::parse(&text).filter(|q| q.0 >= 0) else {
+                            self.error(&at, value, format!("invalid quantity {text:?}: a number with an optional suffix, not negative (e.g. 40, 2.5, 500m, 64Gi)"));
+                            continue;
+                        };
+                        let Some(resource) = Resource::parse(name) else {
+                            self.warning(&at, key, "is not counted: budgets cap pods, requests.cpu (cpu) and requests.memory (memory)");
+                            continue;
+                        };
+                        if limits.0.iter().any(|(r, _)| *r == resource) {
+                            self.error(&at, key, format!("{resource} is given twice (cpu means requests.cpu, memory requests.memory)"));
+                            continue;
                         }
-                        limits.push((resource.to_string(), quantity));
+                        limits.0.push((resource, quantity));
                     }
                 }
             }
         }
         (self.error_count() == errors_before).then_some(NamespaceLimit { namespace, limits })
-    }
-}
-
-/// Whether `s` is a Kubernetes resource quantity: a decimal number with an
-/// optional binary (`Ki`…`Ei`), decimal (`n`, `u`, `m`, `k`, `M`…`E`) or
-/// exponent (`e3`) suffix.
-pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let number_ok = {
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        !fraction.contains('.')
-            && (!whole.is_empty() || !fraction.is_empty())
-            && (number.matches('.').count() == 0 || !whole.is_empty() || !fraction.is_empty())
-    };
-    if !number_ok {
-        return false;
-    }
-    match suffix {
-        "" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" | "n" | "u" | "m" | "k" | "M" | "G" | "T"
-        | "P" | "E" => true,
-        exponent => {
-            let Some(rest) = exponent.strip_prefix(['e', 'E']) else {
-                return false;
-            };
-            let rest = rest.strip_prefix(['+', '-']).unwrap_or(rest);
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
-        }
     }
 }
 
@@ -418,7 +390,10 @@ mod tests {
             c.rule.unwrap().namespace_limit,
             Some(NamespaceLimit {
                 namespace: "team-a".into(),
-                limits: vec![("cpu".into(), "8".into()), ("memory".into(), "16Gi".into())]
+                limits: Limits(vec![
+                    (Resource::Cpu, Quantity::units(8)),
+                    (Resource::Memory, Quantity::parse("16Gi").unwrap())
+                ])
             })
         );
     }
@@ -457,7 +432,15 @@ mod tests {
             ),
             (
                 "{namespaceResourceLimit: {namespace: a, limits: {cpu: 2x}}}",
-                "invalid quantity \"2x\"",
+                "spec.policy.namespaceResourceLimit.limits[\"cpu\"]: invalid quantity \"2x\"",
+            ),
+            (
+                "{namespaceResourceLimit: {namespace: a, limits: {cpu: \"-1\"}}}",
+                "invalid quantity \"-1\": a number with an optional suffix, not negative",
+            ),
+            (
+                "{namespaceResourceLimit: {namespace: a, limits: {cpu: 1, requests.cpu: 2}}}",
+                "requests.cpu is given twice",
             ),
         ] {
             let c = compile(&format!(
@@ -468,6 +451,20 @@ mod tests {
             assert!(text.contains(message), "{policy}: {text}");
             assert!(text.starts_with("s.yaml:7:"), "{policy}: {text}");
         }
+    }
+
+    #[test]
+    fn limits_of_other_resources_are_accepted_and_not_counted() {
+        let c = compile(&format!(
+            "{HEAD}spec:\n  namespaceLabels: {{matchLabels: {{team: a}}}}\n  policy: {{namespaceResourceLimit: {{namespace: a, limits: {{pods: 40, nvidia.com/gpu: 2}}}}}}\n"
+        ));
+        let text = messages(&c);
+        assert!(text.contains("limits[\"nvidia.com/gpu\"]: is not counted: budgets cap pods, requests.cpu (cpu) and requests.memory (memory)"), "{text}");
+        let limit = c.rule.unwrap().namespace_limit.unwrap();
+        assert_eq!(
+            limit.limits,
+            Limits(vec![(Resource::Pods, Quantity::units(40))])
+        );
     }
 
     #[test]
@@ -526,15 +523,5 @@ mod tests {
         let c = compile(&format!("{HEAD}spec: {{priority: 2}}\n"));
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.digest, c.digest);
-    }
-
-    #[test]
-    fn quantities() {
-        for q in ["1", "500m", "2.5", ".5", "16Gi", "1e3", "1E-3", "+4k", "0"] {
-            assert!(is_quantity(q), "{q}");
-        }
-        for q in ["", "x", "1x", "Gi", "1.2.3", "1e", ".", "1 Gi", "1ki"] {
-            assert!(!is_quantity(q), "{q}");
-        }
     }
 }

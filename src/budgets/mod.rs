@@ -1,0 +1,182 @@
+//! Virtual-node budgets: caps on what the pods of a namespace may hold on
+//! virtual nodes (pods, requested CPU and memory), counted as ResourceQuota
+//! counts. Pure: quantities ([`quantity`]), a pod's requests as the
+//! scheduler computes them ([`requests`]), and the usage per namespace with
+//! the admissions in flight ([`ledger`]).
+
+pub mod ledger;
+pub mod quantity;
+pub mod requests;
+
+use std::fmt;
+
+pub use ledger::Ledger;
+pub use quantity::Quantity;
+
+/// What a budget caps, by ResourceQuota's names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resource {
+    /// `pods`: how many.
+    Pods,
+    /// `requests.cpu` (or `cpu`).
+    Cpu,
+    /// `requests.memory` (or `memory`).
+    Memory,
+}
+
+impl Resource {
+    /// The resource a budget key names; bare `cpu` and `memory` mean
+    /// requests, as in ResourceQuota.
+    pub fn parse(key: &str) -> Option<Self> {
+        match key {
+            "pods" => Some(Resource::Pods),
+            "requests.cpu" | "cpu" => Some(Resource::Cpu),
+            "requests.memory" | "memory" => Some(Resource::Memory),
+            _ => None,
+        }
+    }
+
+    /// ResourceQuota's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resource::Pods => "pods",
+            Resource::Cpu => "requests.cpu",
+            Resource::Memory => "requests.memory",
+        }
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Pods, CPU and memory, each in thousandths.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Amounts {
+    pub pods: Quantity,
+    pub cpu: Quantity,
+    pub memory: Quantity,
+}
+
+impl Amounts {
+    /// One pod requesting `cpu` and `memory`.
+    pub fn pod(cpu: Quantity, memory: Quantity) -> Self {
+        Amounts {
+            pods: Quantity::units(1),
+            cpu,
+            memory,
+        }
+    }
+
+    /// The amount of `resource`.
+    pub fn of(&self, resource: Resource) -> Quantity {
+        match resource {
+            Resource::Pods => self.pods,
+            Resource::Cpu => self.cpu,
+            Resource::Memory => self.memory,
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &Amounts) {
+        self.pods.0 += other.pods.0;
+        self.cpu.0 += other.cpu.0;
+        self.memory.0 += other.memory.0;
+    }
+
+    pub(crate) fn subtract(&mut self, other: &Amounts) {
+        self.pods.0 -= other.pods.0;
+        self.cpu.0 -= other.cpu.0;
+        self.memory.0 -= other.memory.0;
+    }
+}
+
+/// The limits of one budget, each resource at most once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Limits(pub Vec<(Resource, Quantity)>);
+
+/// Why a pod does not fit a budget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Over {
+    pub resource: Resource,
+    /// In use and reserved in the namespace, before the pod.
+    pub used: Quantity,
+    /// What the pod asks for.
+    pub requested: Quantity,
+    pub limit: Quantity,
+}
+
+impl fmt::Display for Over {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}/{} {}", self.used, self.limit, self.resource)?;
+        if self.resource != Resource::Pods {
+            write!(f, " (the pod requests {})", self.requested)?;
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// Whether `pod` fits with `used` already counted: the first resource
+    /// that would go over its limit, if any.
+    pub fn check(&self, used: &Amounts, pod: &Amounts) -> Result<(), Over> {
+        for &(resource, limit) in &self.0 {
+            let (now, requested) = (used.of(resource), pod.of(resource));
+            if now.0 + requested.0 > limit.0 {
+                return Err(Over {
+                    resource,
+                    used: now,
+                    requested,
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(text: &str) -> Quantity {
+        Quantity::parse(text).unwrap()
+    }
+
+    #[test]
+    fn keys_follow_resource_quota() {
+        assert_eq!(Resource::parse("cpu"), Some(Resource::Cpu));
+        assert_eq!(Resource::parse("requests.memory"), Some(Resource::Memory));
+        assert_eq!(Resource::parse("limits.cpu"), None);
+        assert_eq!(Resource::Cpu.to_string(), "requests.cpu");
+    }
+
+    #[test]
+    fn a_pod_fits_up_to_the_limit_and_not_beyond() {
+        let limits = Limits(vec![
+            (Resource::Pods, Quantity::units(40)),
+            (Resource::Cpu, q("64")),
+        ]);
+        let mut used = Amounts::default();
+        let pod = Amounts::pod(q("1600m"), q("1Gi"));
+        for _ in 0..40 {
+            assert_eq!(limits.check(&used, &pod), Ok(()));
+            used.add(&pod);
+        }
+        let over = limits.check(&used, &pod).unwrap_err();
+        assert_eq!(over.resource, Resource::Pods);
+        assert_eq!(over.to_string(), "40/40 pods");
+        // CPU: 64 cores in use, a pod asking for more.
+        let limits = Limits(vec![(Resource::Cpu, q("64"))]);
+        let over = limits
+            .check(&used, &Amounts::pod(q("250m"), q("0")))
+            .unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "64/64 requests.cpu (the pod requests 250m)"
+        );
+        used.subtract(&pod);
+        assert_eq!(used.pods, Quantity::units(39));
+    }
+}
