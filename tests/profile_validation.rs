@@ -499,3 +499,63 @@ fn manifest_data_reads_booleans_as_kubectl_does() {
     assert_eq!(data.entries["vpcId"].text, "yes");
     assert_eq!(data.entries["b"].text, "on");
 }
+
+// Budgets: `limits` on a ConfigMap rule.
+
+#[test]
+fn limits_are_read_with_positions() {
+    let c = compile_manifest(&manifest(
+        r#"[{"name": "team", "namespaceSelector": {"matchLabels": {"team": "a"}},
+  "limits": {"pods": 40, "cpu": "64", "requests.memory": "128Gi", "nvidia.com/gpu": 2}}]"#,
+    ));
+    let profile = c.profile.as_ref().expect("valid");
+    let budget = profile.selecting_rules()[0].budget.as_ref().unwrap();
+    assert_eq!(budget.namespace, None);
+    assert_eq!(
+        budget
+            .limits
+            .0
+            .iter()
+            .map(|(r, q)| format!("{r}={q}"))
+            .collect::<Vec<_>>(),
+        ["pods=40", "requests.cpu=64", "requests.memory=137438953472"]
+    );
+    let warnings: Vec<String> = findings(&c, Severity::Warning)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with("profile.yaml:9:71: warning: selector \"team\": selectors[0].limits[\"nvidia.com/gpu\"]: is not counted")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("selectors[0].limits: is not enforced yet")),
+        "{warnings:#?}"
+    );
+
+    let c = compile_manifest(&manifest(
+        r#"[{"name": "team", "namespaceSelector": {"matchLabels": {"team": "a"}},
+  "limits": {"pods": "forty"}}]"#,
+    ));
+    let error = assert_one_error(
+        &c,
+        "selectors[0].limits[\"pods\"]: invalid quantity \"forty\"",
+    );
+    assert_eq!(error.position.map(|p| (p.line, p.column)), Some((9, 26)));
+    let c = compile_selectors(
+        r#"[{"name": "x", "objectSelector": {}, "limits": {"cpu": 1, "requests.cpu": 2}}]"#,
+    );
+    assert_one_error(&c, "requests.cpu is given twice");
+    let c = compile_selectors(
+        r#"[{"name": "x", "effect": {"labels": {"a": "b"}}, "limits": {"pods": 1}}]"#,
+    );
+    assert!(
+        c.diagnostics
+            .to_string()
+            .contains("its budget has no effect: a rule without selectors sends no pod"),
+        "{}",
+        c.diagnostics
+    );
+}

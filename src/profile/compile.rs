@@ -5,9 +5,10 @@ use std::fmt;
 
 use super::node::{self, Node, Position, Value};
 use super::{
-    Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, RuleSource,
+    Budget, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, RuleSource,
     SchedulingPolicy, Severity, VirtualNode,
 };
+use crate::budgets::{Limits, Quantity, Resource};
 use crate::decision::{APPLIED_ANNOTATION, EXCLUDE_LABEL};
 use crate::eci_annotations::{self, Finding};
 use crate::labels::{self, Labels};
@@ -349,6 +350,7 @@ impl Checker {
                 "effect",
                 "priority",
                 "policy",
+                "limits",
             ],
         );
         let policy = match field(fields, "policy") {
@@ -374,6 +376,18 @@ impl Checker {
             ["namespaceSelector", "objectSelector"],
             RuleSource::ConfigMap(position),
         );
+        if let Some(n) = field(fields, "limits").filter(|n| n.value != Value::Null) {
+            let limits = self.limits(&format!("{path}.limits"), n);
+            self.warning(
+                &format!("{path}.limits"),
+                n,
+                "is not enforced yet: the pods the rule selects are sent to virtual nodes whatever their namespace holds",
+            );
+            rule.budget = Some(Budget {
+                limits,
+                namespace: None,
+            });
+        }
         rule.name = name?;
         rule.policy = policy;
         if self.error_count() > errors_before {
@@ -436,12 +450,69 @@ impl Checker {
             source,
             priority,
             policy: SchedulingPolicy::default(),
-            namespace_limit: None,
+            budget: None,
             namespace_selector,
             object_selector,
             annotations,
             labels,
         }
+    }
+
+    /// A budget's limits: an object of quantities by ResourceQuota's names;
+    /// other resources are accepted with a warning and not counted.
+    pub(super) fn limits(&mut self, path: &str, node: &Node) -> Limits {
+        let mut limits = Limits::default();
+        let Some(entries) = self.object(path, node, "an object of quantities") else {
+            return limits;
+        };
+        for (key, value) in entries {
+            let Some(name) = key.as_str() else {
+                self.error(path, key, "keys must be strings");
+                continue;
+            };
+            let at = format!("{path}[{name:?}]");
+            let text = match &value.value {
+                Value::String(q) => q.clone(),
+                Value::Integer(i) => i.to_string(),
+                Value::Float(f) => f.to_string(),
+                other => {
+                    self.error(
+                        &at,
+                        value,
+                        format!("must be a quantity, found {}", other.kind()),
+                    );
+                    continue;
+                }
+            };
+            let Some(quantity) = Quantity::parse(&text).filter(|q| q.0 >= 0) else {
+                self.error(
+                    &at,
+                    value,
+                    format!("invalid quantity {text:?}: a number with an optional suffix, not negative (e.g. 40, 2.5, 500m, 64Gi)"),
+                );
+                continue;
+            };
+            let Some(resource) = Resource::parse(name) else {
+                self.warning(
+                    &at,
+                    key,
+                    "is not counted: budgets cap pods, requests.cpu (cpu) and requests.memory (memory)",
+                );
+                continue;
+            };
+            if limits.0.iter().any(|(r, _)| *r == resource) {
+                self.error(
+                    &at,
+                    key,
+                    format!(
+                        "{resource} is given twice (cpu means requests.cpu, memory requests.memory)"
+                    ),
+                );
+                continue;
+            }
+            limits.0.push((resource, quantity));
+        }
+        limits
     }
 
     /// Warnings about a valid rule that does less than it seems to.
@@ -466,6 +537,13 @@ impl Checker {
                     &format!("{path}.policy"),
                     n,
                     "has no effect: a rule without selectors only adds its effects to pods sent to a virtual node",
+                );
+            }
+            if rule.budget.is_some() {
+                self.warning(
+                    path,
+                    item,
+                    "its budget has no effect: a rule without selectors sends no pod to virtual nodes",
                 );
             }
         } else if selectors.iter().all(|s| s.is_empty()) {

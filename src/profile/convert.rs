@@ -24,8 +24,8 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use super::node::{Node, Value};
 use super::selector_object::{GROUP, KIND, VERSIONS};
 use super::{
-    Diagnostic, Diagnostics, Manifests, Profile, Rule, RuleSource, SchedulingPolicy, Severity,
-    compile_manifests,
+    Budget, Diagnostic, Diagnostics, Manifests, Profile, Rule, RuleSource, SchedulingPolicy,
+    Severity, compile_manifests,
 };
 use crate::selector::{Operator, Selector};
 
@@ -174,6 +174,15 @@ pub fn to_selectors(manifests: &Manifests, keep_configmap: Option<(&str, &str)>)
                     ));
                     continue;
                 }
+                if rule.budget.is_some() {
+                    diagnostics.push(finding(
+                        Severity::Error,
+                        Some(&rule.name),
+                        "limits",
+                        "a Selector cannot carry a budget for each namespace it selects (its namespaceResourceLimit caps one named namespace): keep this rule in the ConfigMap".into(),
+                    ));
+                    continue;
+                }
                 objects.push(selector_object(rule));
             }
             RuleSource::Selector => {
@@ -239,7 +248,11 @@ pub fn to_configmap(
     rules.sort_by_key(|r| (Reverse(r.priority), r.source, r.name.as_str()));
     let mut items = Vec::new();
     for rule in rules {
-        if let Some(limit) = &rule.namespace_limit {
+        if let Some(Budget {
+            namespace: Some(namespace),
+            ..
+        }) = &rule.budget
+        {
             let field = "spec.policy.namespaceResourceLimit";
             if drop_unsupported {
                 diagnostics.push(finding(
@@ -248,7 +261,7 @@ pub fn to_configmap(
                     field,
                     format!(
                         "the ConfigMap has no such policy: converted to virtualNodeOnly, as the webhook schedules it today; the limits of namespace {:?} are dropped",
-                        limit.namespace
+                        namespace
                     ),
                 ));
             } else {
@@ -507,6 +520,27 @@ fn configmap_rule(rule: &Rule) -> Doc {
     }
     if let Some(effect) = effect(rule) {
         fields.push(("effect".into(), effect));
+    }
+    if let Some(Budget {
+        limits,
+        namespace: None,
+    }) = &rule.budget
+    {
+        fields.push((
+            "limits".into(),
+            Doc::Mapping(
+                limits
+                    .0
+                    .iter()
+                    .map(|(resource, quantity)| {
+                        (
+                            resource.as_str().to_string(),
+                            Doc::string(quantity.to_string()),
+                        )
+                    })
+                    .collect(),
+            ),
+        ));
     }
     Doc::Mapping(fields)
 }
@@ -810,6 +844,28 @@ mod tests {
         assert!(!text.contains("memoryRatio"), "{text}");
         let (_, profile) = read_back(&to);
         assert_eq!(seen(&profile), seen(&profile_of(&input)));
+    }
+
+    #[test]
+    fn configmap_limits_stay_in_the_configmap() {
+        let input = configmap(
+            r#"[{"name": "team", "namespaceSelector": {"matchLabels": {"team": "a"}}, "limits": {"pods": 40, "cpu": "1500m"}}]"#,
+            &[],
+        );
+        let to = to_selectors(&input, None);
+        assert!(to.objects.is_empty());
+        assert!(
+            messages(&to).contains("error: selector \"team\": limits: a Selector cannot carry a budget for each namespace it selects"),
+            "{}",
+            messages(&to)
+        );
+        let to = to_configmap(&input, DEFAULT, false);
+        assert!(!to.diagnostics.has_errors(), "{}", messages(&to));
+        let (_, profile) = read_back(&to);
+        assert_eq!(
+            profile.selecting_rules()[0].budget,
+            profile_of(&input).selecting_rules()[0].budget
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ mod tests {
             source: super::super::RuleSource::ConfigMap(0),
             priority: 0,
             policy: SchedulingPolicy::default(),
-            namespace_limit: None,
+            budget: None,
             object_selector: object.map(Selector::new),
             namespace_selector: namespace.map(Selector::new),
             annotations: Vec::new(),

@@ -92,12 +92,13 @@ pub enum RuleSource {
     Selector,
 }
 
-/// Policy `namespaceResourceLimit` of a Selector object: what `namespace`
-/// may run on virtual nodes in all.
+/// A rule's cap on what namespaces may hold on virtual nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NamespaceLimit {
-    pub namespace: String,
+pub struct Budget {
     pub limits: crate::budgets::Limits,
+    /// `Some`: that one namespace (a Selector's `namespaceResourceLimit`);
+    /// `None`: each namespace the rule selects (a ConfigMap rule's `limits`).
+    pub namespace: Option<String>,
 }
 
 /// One compiled selector rule.
@@ -107,8 +108,9 @@ pub struct Rule {
     pub source: RuleSource,
     pub priority: i32,
     pub policy: SchedulingPolicy,
-    /// Set by policy `namespaceResourceLimit` (whose pods are scheduled as `virtualNodeOnly`).
-    pub namespace_limit: Option<NamespaceLimit>,
+    /// A ConfigMap rule's `limits`, or a Selector's `namespaceResourceLimit`
+    /// (whose pods are scheduled as `virtualNodeOnly`).
+    pub budget: Option<Budget>,
     pub namespace_selector: Option<Selector>,
     pub object_selector: Option<Selector>,
     /// Annotations to add, in profile order.

@@ -18,8 +18,8 @@
 
 use super::compile::{Checker, field};
 use super::node::{Node, Value};
-use super::{Diagnostics, NamespaceLimit, Origin, Rule, RuleSource, SchedulingPolicy, Severity};
-use crate::budgets::{Limits, Quantity, Resource};
+use super::{Budget, Diagnostics, Origin, Rule, RuleSource, SchedulingPolicy, Severity};
+use crate::budgets::Limits;
 use crate::labels;
 
 /// The API group of Selector objects.
@@ -230,7 +230,7 @@ impl Checker {
             }
             "namespaceResourceLimit" => {
                 self.unknown_fields(&path, fields, &["namespace", "limits"]);
-                rule.namespace_limit = self.namespace_limit(&path, value, fields);
+                rule.budget = self.namespace_limit(&path, value, fields);
                 self.warning(
                     &path,
                     key,
@@ -254,7 +254,7 @@ impl Checker {
         path: &str,
         node: &Node,
         fields: &[(Node, Node)],
-    ) -> Option<NamespaceLimit> {
+    ) -> Option<Budget> {
         let errors_before = self.error_count();
         let namespace = match field(fields, "namespace") {
             Some(Node {
@@ -290,55 +290,24 @@ impl Checker {
                 String::new()
             }
         };
-        let mut limits = Limits::default();
-        match field(fields, "limits") {
-            None => self.error(&format!("{path}.limits"), node, "is required"),
-            Some(n) => {
-                let lpath = format!("{path}.limits");
-                if let Some(entries) = self.object(&lpath, n, "an object of quantities") {
-                    for (key, value) in entries {
-                        let Some(name) = key.as_str() else {
-                            self.error(&lpath, key, "keys must be strings");
-                            continue;
-                        };
-                        let at = format!("{lpath}[{name:?}]");
-                        let text = match &value.value {
-                            Value::String(q) => q.clone(),
-                            Value::Integer(i) => i.to_string(),
-                            Value::Float(f) => f.to_string(),
-                            other => {
-                                self.error(
-                                    &at,
-                                    value,
-                                    format!("must be a quantity, found {}", other.kind()),
-                                );
-                                continue;
-                            }
-                        };
-                        let Some(quantity) = Quantity::parse(&text).filter(|q| q.0 >= 0) else {
-                            self.error(&at, value, format!("invalid quantity {text:?}: a number with an optional suffix, not negative (e.g. 40, 2.5, 500m, 64Gi)"));
-                            continue;
-                        };
-                        let Some(resource) = Resource::parse(name) else {
-                            self.warning(&at, key, "is not counted: budgets cap pods, requests.cpu (cpu) and requests.memory (memory)");
-                            continue;
-                        };
-                        if limits.0.iter().any(|(r, _)| *r == resource) {
-                            self.error(&at, key, format!("{resource} is given twice (cpu means requests.cpu, memory requests.memory)"));
-                            continue;
-                        }
-                        limits.0.push((resource, quantity));
-                    }
-                }
+        let limits = match field(fields, "limits") {
+            None => {
+                self.error(&format!("{path}.limits"), node, "is required");
+                Limits::default()
             }
-        }
-        (self.error_count() == errors_before).then_some(NamespaceLimit { namespace, limits })
+            Some(n) => self.limits(&format!("{path}.limits"), n),
+        };
+        (self.error_count() == errors_before).then_some(Budget {
+            limits,
+            namespace: Some(namespace),
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::budgets::{Quantity, Resource};
     use crate::profile::node::{self, Booleans};
 
     fn compile(yaml: &str) -> CompiledSelector {
@@ -387,9 +356,9 @@ mod tests {
         let text = messages(&c);
         assert!(text.contains("s.yaml:8:5: warning: selector \"web\": spec.policy.namespaceResourceLimit: limits are not enforced yet"), "{text}");
         assert_eq!(
-            c.rule.unwrap().namespace_limit,
-            Some(NamespaceLimit {
-                namespace: "team-a".into(),
+            c.rule.unwrap().budget,
+            Some(Budget {
+                namespace: Some("team-a".into()),
                 limits: Limits(vec![
                     (Resource::Cpu, Quantity::units(8)),
                     (Resource::Memory, Quantity::parse("16Gi").unwrap())
@@ -460,7 +429,7 @@ mod tests {
         ));
         let text = messages(&c);
         assert!(text.contains("limits[\"nvidia.com/gpu\"]: is not counted: budgets cap pods, requests.cpu (cpu) and requests.memory (memory)"), "{text}");
-        let limit = c.rule.unwrap().namespace_limit.unwrap();
+        let limit = c.rule.unwrap().budget.unwrap();
         assert_eq!(
             limit.limits,
             Limits(vec![(Resource::Pods, Quantity::units(40))])
