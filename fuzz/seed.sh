@@ -12,3 +12,6 @@ done
 for f in ../manifests/examples/eci-profile*.yaml ../src/profile/default-profile.yaml; do
   cp "$f" "corpus/profile/seed-$(basename "$f")"
 done
+for f in ../tests/fixtures/upstream-selectors/*.yaml; do
+  cp "$f" "corpus/profile/seed-selector-$(basename "$f")"
+done

@@ -1,8 +1,9 @@
-//! Profile bytes to a compiled profile (a ConfigMap manifest, else the text
-//! of `selectors`), then decisions on the captured requests with it.
+//! Profile bytes to a compiled profile (manifests: a ConfigMap and
+//! Selector objects, several documents or a List; else the text of
+//! `selectors`), then decisions on the captured requests with it.
 #![no_main]
 
-use eci_profile::profile::{self, ProfileData};
+use eci_profile::profile::{self, Manifests, ProfileData};
 use eci_profile::review::Context;
 use eci_profile_fuzz::{EXCLUSIONS, FIXTURE_REQUESTS, NAMESPACES, check_diagnostics, check_review};
 use libfuzzer_sys::fuzz_target;
@@ -11,14 +12,23 @@ fuzz_target!(|bytes: &[u8]| {
     let Ok(text) = std::str::from_utf8(bytes) else {
         return;
     };
-    let data = match ProfileData::from_manifest("profile.yaml", text) {
-        Ok(data) => data,
+    let manifests = match Manifests::read("profile.yaml", text) {
+        Ok((manifests, notes)) => {
+            check_diagnostics(&notes);
+            manifests
+        }
         Err(diagnostics) => {
             check_diagnostics(&diagnostics);
-            ProfileData::from_map([("selectors".to_string(), text.to_string())])
+            Manifests {
+                configmap: Some(ProfileData::from_map([(
+                    "selectors".to_string(),
+                    text.to_string(),
+                )])),
+                selectors: Vec::new(),
+            }
         }
     };
-    let compiled = profile::compile(&data);
+    let compiled = profile::compile_manifests(&manifests);
     check_diagnostics(&compiled.diagnostics);
     let Some(profile) = compiled.profile else {
         return;

@@ -86,6 +86,29 @@ pub fn check_review(body: &[u8], context: Context<'_>) {
     }
 }
 
+/// `/validate` on `body`: an error or an AdmissionReview for the same uid,
+/// allowed or denied with a bounded message, never a panic.
+pub fn check_validation(body: &[u8], profile: &eci_profile::profile::Profile) {
+    let context = eci_profile::validation::Context {
+        configmap: ("kube-system", "eci-profile"),
+        profile,
+    };
+    let Ok((verdict, response)) = eci_profile::validation::review(body, context) else {
+        return;
+    };
+    let response: Value = serde_json::from_slice(&response).expect("the response is JSON");
+    assert_eq!(
+        response["response"]["allowed"].as_bool(),
+        Some(verdict.denial.is_none())
+    );
+    if let Some(message) = &verdict.denial {
+        assert!(message.len() <= 4096, "a denial of {} bytes", message.len());
+    }
+    for warning in &verdict.warnings {
+        assert!(warning.len() <= 256, "a warning of {} bytes", warning.len());
+    }
+}
+
 /// The `response` of an answer to `body`, checked; `None` when refused.
 fn answer(body: &[u8], context: Context<'_>) -> Option<Value> {
     let request = match review::parse_request(body) {
