@@ -56,6 +56,8 @@ pub struct Spec {
     pub volumes: Option<Vec<Volume>>,
     pub containers: Option<Vec<Container>>,
     pub init_containers: Option<Vec<Container>>,
+    /// The pod's overhead (RuntimeClass), counted with its requests.
+    pub overhead: Option<Requests>,
 }
 
 /// A toleration, as in `core/v1`. Also the virtual node's tolerations in a profile.
@@ -117,12 +119,85 @@ pub struct Volume {
     pub host_path: Option<serde::de::IgnoredAny>,
 }
 
-/// A container or init container; only its ports matter.
+/// A container or init container: its ports and what it requests.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Container {
     pub name: String,
     pub ports: Option<Vec<ContainerPort>>,
+    pub resources: Option<Resources>,
+    /// `Always` on an init container makes it a sidecar.
+    pub restart_policy: Option<String>,
+}
+
+/// A container's `resources`; only requests count.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Resources {
+    pub requests: Option<Requests>,
+}
+
+/// CPU and memory of a resource list (requests or overhead); a quantity
+/// that cannot be read counts as none (the API server decodes quantities
+/// before admission, so it only happens to hand-written input).
+#[derive(Clone, Copy, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Requests {
+    pub cpu: MaybeQuantity,
+    pub memory: MaybeQuantity,
+}
+
+/// A quantity, or nothing when absent or unreadable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaybeQuantity(pub Option<crate::budgets::Quantity>);
+
+impl<'de> Deserialize<'de> for MaybeQuantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use crate::budgets::Quantity;
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MaybeQuantity;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a quantity")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Quantity::parse(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Some(Quantity::units(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(i64::try_from(v).ok().map(Quantity::units)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Quantity::parse(&v.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MaybeQuantity, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeQuantity, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(MaybeQuantity(None))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A container port.

@@ -60,9 +60,59 @@ pub fn pod_amounts(
     Amounts::pod(total.cpu, total.memory)
 }
 
+/// What `pod` requests, as the scheduler counts it.
+pub fn of_pod(pod: &crate::pod::Pod) -> Amounts {
+    let requested = |requests: Option<&crate::pod::Requests>| {
+        let requests = requests.copied().unwrap_or_default();
+        Requested {
+            cpu: requests.cpu.0.unwrap_or_default(),
+            memory: requests.memory.0.unwrap_or_default(),
+        }
+    };
+    let of = |c: &crate::pod::Container| {
+        requested(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
+    };
+    pod_amounts(
+        pod.spec.containers.iter().flatten().map(of),
+        pod.spec.init_containers.iter().flatten().map(|c| Init {
+            requested: of(c),
+            sidecar: c.restart_policy.as_deref() == Some("Always"),
+        }),
+        requested(pod.spec.overhead.as_ref()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pod_as_the_api_server_sends_it() {
+        let pod: crate::pod::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [
+                    {"name": "app", "resources": {"requests": {"cpu": "1500m", "memory": "1Gi", "ephemeral-storage": "1Gi"},
+                                                  "limits": {"cpu": "2"}}},
+                    {"name": "bare"}
+                ],
+                "initContainers": [
+                    {"name": "proxy", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}},
+                    {"name": "migrate", "resources": {"requests": {"cpu": 4, "memory": "odd"}}}
+                ],
+                "overhead": {"cpu": "250m", "memory": "120Mi"}
+            }
+        }))
+        .unwrap();
+        let amounts = of_pod(&pod);
+        // CPU: the init container (4) on top of the sidecar (0.1) beats the
+        // containers (1.5) next to it; plus the overhead (0.25).
+        assert_eq!(amounts.cpu, Quantity(4350));
+        // Memory: the containers (1Gi) and the sidecar (64Mi); an
+        // unreadable quantity counts as none; plus the overhead.
+        assert_eq!(amounts.memory, Quantity::parse("1208Mi").unwrap());
+        assert_eq!(amounts.pods, Quantity::units(1));
+    }
 
     fn r(cpu: &str, memory: &str) -> Requested {
         Requested {
