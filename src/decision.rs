@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::budgets::{Gate, Unlimited};
 use crate::labels::{Labels, NAMESPACE_NAME_LABEL};
 use crate::patch::{self, Patch, PatchBuilder};
 use crate::pod::Pod;
@@ -116,6 +117,13 @@ pub enum SkipReason {
     },
     /// The first rule that selects the pod has policy `normalNodeOnly`.
     NormalNodeOnly(String),
+    /// The pod does not fit the budget of the first rule that selects it.
+    OverBudget {
+        rule: String,
+        namespace: String,
+        /// What is used and the limit, e.g. `40/40 pods`.
+        usage: String,
+    },
 }
 
 impl SkipReason {
@@ -137,6 +145,7 @@ impl SkipReason {
             SkipReason::NodeName(_) => "node-name",
             SkipReason::NodeSelectorConflict { .. } => "node-selector-conflict",
             SkipReason::NormalNodeOnly(_) => "normal-node-only",
+            SkipReason::OverBudget { .. } => "over-budget",
         }
     }
 }
@@ -171,6 +180,16 @@ impl fmt::Display for SkipReason {
                 f,
                 "rule {} (policy normalNodeOnly) keeps it off virtual nodes",
                 echo(rule)
+            ),
+            SkipReason::OverBudget {
+                rule,
+                namespace,
+                usage,
+            } => write!(
+                f,
+                "budget of rule {} in namespace {}: {usage}",
+                echo(rule),
+                echo(namespace)
             ),
         }
     }
@@ -218,13 +237,33 @@ impl Decision<'_> {
 }
 
 /// Decides what to do with `pod`, being created in `namespace`, whose labels
-/// are `namespace_labels` (`None` when unknown).
+/// are `namespace_labels` (`None` when unknown), with no budget enforced.
 pub fn decide<'p>(
     pod: &Pod,
     namespace: &str,
     namespace_labels: Option<&Labels>,
     profile: &'p Profile,
     exclusions: &Exclusions,
+) -> Decision<'p> {
+    decide_within(
+        pod,
+        namespace,
+        namespace_labels,
+        profile,
+        exclusions,
+        &Unlimited,
+    )
+}
+
+/// [`decide`], a pod sent to a virtual node taking its place in the budget
+/// of the first rule that selects it through `budgets`.
+pub fn decide_within<'p>(
+    pod: &Pod,
+    namespace: &str,
+    namespace_labels: Option<&Labels>,
+    profile: &'p Profile,
+    exclusions: &Exclusions,
+    budgets: &dyn Gate,
 ) -> Decision<'p> {
     // 2. Exclusions.
     if exclusions.excludes(namespace) {
@@ -314,6 +353,35 @@ pub fn decide<'p>(
                 Some(rule) => format!(" (rule {})", echo(&rule.name)),
                 None => String::new(),
             }
+        ));
+        let mut decision = Decision::skipped(reason);
+        decision.target = Some(target);
+        decision.selected = selected;
+        decision.warnings = warnings;
+        return decision;
+    }
+
+    // 5b. The budget of the first selecting rule, for this namespace: the
+    // last check, since a pod that fits takes its place.
+    if let Some(rule) = selected.first()
+        && let Some(budget) = rule
+            .budget
+            .as_ref()
+            .filter(|b| b.namespace.as_deref().is_none_or(|ns| ns == namespace.name))
+        && let Err(over) = budgets.admit(
+            &rule.name,
+            &budget.limits,
+            namespace.name,
+            &crate::budgets::requests::of_pod(pod),
+        )
+    {
+        let reason = SkipReason::OverBudget {
+            rule: rule.name.clone(),
+            namespace: namespace.name.to_string(),
+            usage: over.to_string(),
+        };
+        warnings.push(format!(
+            "eci-profile: pod not sent to a virtual node: {reason}"
         ));
         let mut decision = Decision::skipped(reason);
         decision.target = Some(target);

@@ -621,3 +621,124 @@ fn normal_node_only_on_a_pod_placed_on_a_virtual_node_by_hand_warns() {
         out.warnings
     );
 }
+
+// Budgets: the first selecting rule's, taken at admission.
+
+fn decide_within(
+    pod: &Value,
+    namespace: &str,
+    profile: &eci_profile::profile::Profile,
+    gate: &dyn eci_profile::budgets::Gate,
+) -> eci_profile::decision::Outcome {
+    let pod: eci_profile::pod::Pod = serde_json::from_value(pod.clone()).unwrap();
+    eci_profile::decision::decide_within(
+        &pod,
+        namespace,
+        None,
+        profile,
+        &Exclusions::default(),
+        gate,
+    )
+    .outcome
+}
+
+fn with_requests(mut pod: Value, cpu: &str) -> Value {
+    pod["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": cpu, "memory": "1Gi"}});
+    pod
+}
+
+#[test]
+fn a_burst_of_100_admissions_against_a_budget_of_40_sends_exactly_40() {
+    use eci_profile::budgets::{Ledger, Reserving};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    let p = profile(
+        r#"[{"name": "team", "objectSelector": {"matchLabels": {"eci": "true"}}, "policy": "fair",
+             "limits": {"pods": 40, "cpu": "64"}}]"#,
+    );
+    let ledger = Mutex::new(Ledger::default());
+    let expires = Instant::now() + Duration::from_secs(30);
+    let pod = with_requests(pod_with_labels(&[("eci", "true")]), "1");
+    let outcomes: Vec<eci_profile::decision::Outcome> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..100)
+            .map(|i| {
+                let (p, ledger, pod) = (&p, &ledger, &pod);
+                scope.spawn(move || {
+                    let id = format!("request-{i}");
+                    let gate = Reserving {
+                        ledger,
+                        id: &id,
+                        expires,
+                    };
+                    decide_within(pod, "team-a", p, &gate)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let sent = outcomes.iter().filter(|o| **o == Outcome::Mutated).count();
+    assert_eq!(sent, 40);
+    let over: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.reason() == "over-budget")
+        .collect();
+    assert_eq!(over.len(), 60);
+    assert_eq!(
+        over[0],
+        &Outcome::Skipped(SkipReason::OverBudget {
+            rule: "team".into(),
+            namespace: "team-a".into(),
+            usage: "40/40 pods".into(),
+        })
+    );
+    // Another namespace has a budget of its own.
+    let gate = Reserving {
+        ledger: &ledger,
+        id: "other-1",
+        expires,
+    };
+    assert_eq!(decide_within(&pod, "team-b", &p, &gate), Outcome::Mutated);
+    // CPU: a pod that would take the namespace over 64 cores.
+    let ledger = Mutex::new(Ledger::default());
+    let big = with_requests(pod_with_labels(&[("eci", "true")]), "40");
+    for (i, expected) in [(0, "mutated"), (1, "skipped")] {
+        let id = format!("big-{i}");
+        let gate = Reserving {
+            ledger: &ledger,
+            id: &id,
+            expires,
+        };
+        assert_eq!(decide_within(&big, "team-a", &p, &gate).as_str(), expected);
+    }
+}
+
+#[test]
+fn the_first_selecting_rules_budget_governs() {
+    use eci_profile::budgets::{Ledger, Reserving};
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    let p = profile(
+        r#"[{"name": "strict", "priority": 1, "objectSelector": {"matchLabels": {"tier": "batch"}}, "limits": {"pods": 1}},
+            {"name": "loose", "objectSelector": {"matchLabels": {"eci": "true"}}, "limits": {"pods": 100}}]"#,
+    );
+    let ledger = Mutex::new(Ledger::default());
+    let expires = Instant::now() + Duration::from_secs(30);
+    let batch = pod_with_labels(&[("eci", "true"), ("tier", "batch")]);
+    let web = pod_with_labels(&[("eci", "true")]);
+    let admit = |pod: &Value, id: &str| {
+        let gate = Reserving {
+            ledger: &ledger,
+            id,
+            expires,
+        };
+        decide_within(pod, "ns", &p, &gate)
+    };
+    assert_eq!(admit(&batch, "1"), Outcome::Mutated);
+    assert_eq!(admit(&batch, "2").reason(), "over-budget", "strict: 1 pod");
+    // The namespace's usage is shared: loose counts the batch pod too.
+    assert_eq!(admit(&web, "3"), Outcome::Mutated);
+    // The same request admitted again (reinvocation) keeps its one place.
+    assert_eq!(admit(&batch, "1"), Outcome::Mutated);
+    // Without a gate, no budget is enforced.
+    assert_eq!(decide(&batch, "ns", None, &p).outcome, Outcome::Mutated);
+}

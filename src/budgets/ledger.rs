@@ -54,8 +54,8 @@ impl Ledger {
 
     /// Reserves `amounts` in `namespace` under `id` until `expires`, if they
     /// fit `limits` with everything counted and reserved; else why not.
-    /// Reserving an id again (the API server calling again for the same
-    /// request) replaces its reservation.
+    /// An id that holds a reservation (the API server calling again for the
+    /// same request) keeps its place, with these amounts.
     pub fn reserve(
         &mut self,
         id: &str,
@@ -64,8 +64,11 @@ impl Ledger {
         limits: &Limits,
         expires: Instant,
     ) -> Result<(), Over> {
+        let held = self.reservations.contains_key(id);
         self.release(id);
-        limits.check(&self.used(namespace), &amounts)?;
+        if !held {
+            limits.check(&self.used(namespace), &amounts)?;
+        }
         self.add(namespace, &amounts);
         self.reservations
             .insert(id.to_string(), (namespace.to_string(), amounts, expires));
@@ -149,9 +152,13 @@ mod tests {
         ledger
             .reserve("d", "other", pod(1000), &pods(2), later)
             .unwrap();
-        // The API server calling again for request a: still one place.
+        // The API server calling again for request a: still one place, even
+        // when the namespace is full.
         ledger
             .reserve("a", "team", pod(1000), &pods(2), later)
+            .unwrap();
+        ledger
+            .reserve("a", "team", pod(1000), &pods(1), later)
             .unwrap();
         assert_eq!(ledger.used("team").pods, Quantity::units(2));
         // a's pod shows up: counted instead of reserved.

@@ -136,6 +136,53 @@ impl Limits {
     }
 }
 
+/// Where a pod takes its place in a budget, when the decision sends it to
+/// a virtual node: the server's [`Ledger`] (see [`Reserving`]), or none.
+pub trait Gate {
+    /// Takes `amounts` in `namespace` within `limits` (of rule `rule`), or
+    /// says why it does not fit.
+    fn admit(
+        &self,
+        rule: &str,
+        limits: &Limits,
+        namespace: &str,
+        amounts: &Amounts,
+    ) -> Result<(), Over>;
+}
+
+/// No budget is enforced.
+pub struct Unlimited;
+
+impl Gate for Unlimited {
+    fn admit(&self, _: &str, _: &Limits, _: &str, _: &Amounts) -> Result<(), Over> {
+        Ok(())
+    }
+}
+
+/// Admission `id` reserving its place in a shared [`Ledger`] until
+/// `expires`: check and reservation are one step under the lock, so
+/// concurrent admissions cannot both take the last place.
+pub struct Reserving<'a> {
+    pub ledger: &'a std::sync::Mutex<Ledger>,
+    pub id: &'a str,
+    pub expires: std::time::Instant,
+}
+
+impl Gate for Reserving<'_> {
+    fn admit(
+        &self,
+        _: &str,
+        limits: &Limits,
+        namespace: &str,
+        amounts: &Amounts,
+    ) -> Result<(), Over> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve(self.id, namespace, *amounts, limits, self.expires)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
