@@ -33,6 +33,9 @@ use crate::profile::{self, Origin, Rule, Severity, compile_selector};
 /// How often discovery is asked again while Selector objects are not served.
 pub const RECHECK: Duration = Duration::from_secs(30);
 
+/// Wait before asking discovery again after it failed.
+const RETRY: Duration = Duration::from_secs(2);
+
 /// The plural resource name.
 const PLURAL: &str = "selectors";
 
@@ -123,13 +126,16 @@ impl SelectorFollower {
                     self.set_synced();
                 }
                 Err(e) => {
+                    // The API server cannot be asked: as for the ConfigMap,
+                    // not synced yet (the Selectors known keep applying), and
+                    // asked again soon.
                     let text = e.to_string();
                     if failure_reported.as_deref() != Some(text.as_str()) {
-                        tracing::error!(error = %text, "cannot discover Selector objects; the profile ConfigMap alone applies until this succeeds");
+                        tracing::warn!(error = %text, "cannot discover Selector objects; retrying");
                         failure_reported = Some(text);
                     }
-                    // Ready on the ConfigMap alone rather than never ready.
-                    self.set_synced();
+                    tokio::time::sleep(RETRY.min(self.recheck)).await;
+                    continue;
                 }
             }
             tokio::time::sleep(self.recheck).await;
