@@ -512,8 +512,14 @@ fn chart_validation_values() {
     let config = find(&objects, "ValidatingWebhookConfiguration", "eci-profile");
     let webhooks = config["webhooks"].as_array().unwrap();
     for w in webhooks {
-        assert_eq!(w["failurePolicy"], "Fail", "{}", w["name"]);
+        // The pods' failurePolicy does not reach the validation: it stays Ignore.
+        assert_eq!(w["failurePolicy"], "Ignore", "{}", w["name"]);
         assert_eq!(w["timeoutSeconds"], 5, "{}", w["name"]);
+    }
+    let fail = helm(json!({"validation": {"failurePolicy": "Fail"}}));
+    let config = find(&fail, "ValidatingWebhookConfiguration", "eci-profile");
+    for w in config["webhooks"].as_array().unwrap() {
+        assert_eq!(w["failurePolicy"], "Fail", "{}", w["name"]);
     }
     assert!(webhooks[0].get("matchConditions").is_none());
     assert_eq!(
