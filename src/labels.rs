@@ -85,19 +85,36 @@ pub fn check_dns_subdomain(s: &str) -> Result<(), String> {
             "must be no more than {DNS_SUBDOMAIN_MAX} characters"
         ));
     }
-    let valid = s.split('.').all(|part| {
-        let b = part.as_bytes();
-        !b.is_empty()
-            && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-            && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-    });
-    if valid {
+    if s.split('.').all(is_dns_label) {
         Ok(())
     } else {
         Err("must be a lowercase RFC 1123 subdomain (e.g. 'example.com')".into())
     }
+}
+
+/// Checks an RFC 1123 label (`[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63
+/// characters), as namespace names are; returns why it is invalid.
+pub fn check_dns_label(s: &str) -> Result<(), String> {
+    if s.len() > QUALIFIED_NAME_MAX {
+        return Err(format!(
+            "must be no more than {QUALIFIED_NAME_MAX} characters"
+        ));
+    }
+    if is_dns_label(s) {
+        Ok(())
+    } else {
+        Err("must be a lowercase RFC 1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit".into())
+    }
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, any length.
+fn is_dns_label(part: &str) -> bool {
+    let b = part.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 #[cfg(test)]
@@ -145,5 +162,16 @@ mod tests {
         assert!(check_label_value("a/b").is_err());
         assert!(check_label_value("-x").is_err());
         assert!(check_label_value(&"x".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn dns_labels_are_subdomain_parts() {
+        assert_eq!(check_dns_label("team-a"), Ok(()));
+        assert_eq!(check_dns_label(&"a".repeat(63)), Ok(()));
+        for bad in ["", "A_b", "-a", "a-", "a.b", &"a".repeat(64)] {
+            assert!(check_dns_label(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_dns_subdomain("a.b-c.d"), Ok(()));
+        assert!(check_dns_subdomain("a..b").is_err());
     }
 }

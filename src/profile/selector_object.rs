@@ -261,19 +261,13 @@ impl Checker {
                 value: Value::String(ns),
                 position,
             }) => {
-                if let Err(why) = labels::check_label_value(ns).and_then(|()| {
-                    let dns_label = !ns.is_empty()
-                        && ns.len() <= 63
-                        && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                        && !ns.starts_with('-')
-                        && !ns.ends_with('-');
-                    if dns_label {
-                        Ok(())
-                    } else {
-                        Err("must be a namespace name (a DNS label: lower-case letters, digits and '-')".into())
-                    }
-                }) {
-                    self.report(Severity::Error, &format!("{path}.namespace"), *position, format!("invalid namespace {ns:?}: {why}"));
+                if let Err(why) = labels::check_dns_label(ns) {
+                    self.report(
+                        Severity::Error,
+                        &format!("{path}.namespace"),
+                        *position,
+                        format!("invalid namespace {ns:?}: {why}"),
+                    );
                 }
                 ns.clone()
             }
