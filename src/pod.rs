@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budgets::quantity::MaybeQuantity;
+
 use crate::labels::Labels;
 
 /// A pod, reduced to what deciding and patching need.
@@ -145,59 +147,6 @@ pub struct Resources {
 pub struct Requests {
     pub cpu: MaybeQuantity,
     pub memory: MaybeQuantity,
-}
-
-/// A quantity, or nothing when absent or unreadable.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MaybeQuantity(pub Option<crate::budgets::Quantity>);
-
-impl<'de> Deserialize<'de> for MaybeQuantity {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use crate::budgets::Quantity;
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = MaybeQuantity;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a quantity")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(Quantity::parse(v)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(Some(Quantity::units(v))))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(i64::try_from(v).ok().map(Quantity::units)))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(Quantity::parse(&v.to_string())))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(None))
-            }
-            fn visit_unit<E>(self) -> Result<MaybeQuantity, E> {
-                Ok(MaybeQuantity(None))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<MaybeQuantity, A::Error> {
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(MaybeQuantity(None))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<MaybeQuantity, A::Error> {
-                while map
-                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(MaybeQuantity(None))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
 }
 
 /// A container port.

@@ -107,25 +107,52 @@ impl fmt::Display for Quantity {
 impl<'de> serde::Deserialize<'de> for Quantity {
     /// From a string (`"500m"`) or a number (`2`), as the API accepts both.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        MaybeQuantity::deserialize(deserializer)?
+            .0
+            .ok_or_else(|| serde::de::Error::custom("not a Kubernetes quantity"))
+    }
+}
+
+/// A quantity, or nothing when absent or unreadable: how a pod's requests
+/// are read (the API server decodes quantities before admission, so an
+/// unreadable one only comes from hand-written input).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaybeQuantity(pub Option<Quantity>);
+
+impl<'de> serde::Deserialize<'de> for MaybeQuantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess};
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Quantity;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MaybeQuantity;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a Kubernetes quantity")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Quantity, E> {
-                Quantity::parse(v).ok_or_else(|| E::custom("not a Kubernetes quantity"))
+            fn visit_str<E>(self, v: &str) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Quantity::parse(v)))
             }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Quantity, E> {
-                Ok(Quantity::units(v))
+            fn visit_i64<E>(self, v: i64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Some(Quantity::units(v))))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Quantity, E> {
-                i64::try_from(v)
-                    .map(Quantity::units)
-                    .map_err(|_| E::custom("quantity out of range"))
+            fn visit_u64<E>(self, v: u64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(i64::try_from(v).ok().map(Quantity::units)))
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Quantity, E> {
-                Ok(Quantity((v * 1000.0).ceil() as i128))
+            fn visit_f64<E>(self, v: f64) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(Quantity::parse(&v.to_string())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeQuantity, E> {
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeQuantity, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(MaybeQuantity(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MaybeQuantity, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(MaybeQuantity(None))
             }
         }
         deserializer.deserialize_any(Visitor)
@@ -221,5 +248,22 @@ mod tests {
         let q: Vec<Quantity> = serde_json::from_str(r#"["250m", 2, 0.5]"#).unwrap();
         assert_eq!(q, [Quantity(250), Quantity(2000), Quantity(500)]);
         assert!(serde_json::from_str::<Quantity>(r#""lots""#).is_err());
+        assert!(serde_json::from_str::<Quantity>("true").is_err());
+        // Leniently: whatever is not a quantity reads as none, and the rest
+        // of the input is still read.
+        let q: Vec<MaybeQuantity> =
+            serde_json::from_str(r#"["250m", "lots", true, {"a": [1]}, [2], null, 3]"#).unwrap();
+        assert_eq!(
+            q.iter().map(|m| m.0).collect::<Vec<_>>(),
+            [
+                Some(Quantity(250)),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(Quantity(3000))
+            ]
+        );
     }
 }
