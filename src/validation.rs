@@ -112,8 +112,8 @@ pub fn judge(
         if let Some(name) = &compiled.name
             && context
                 .profile
-                .rules()
-                .any(|r| r.source != RuleSource::Selector && &r.name == name)
+                .rule(name)
+                .is_some_and(|r| r.source != RuleSource::Selector)
         {
             diagnostics.0.push(finding(
                 Severity::Error,
@@ -146,8 +146,8 @@ pub fn judge(
         for rule in new.rules() {
             if context
                 .profile
-                .rules()
-                .any(|r| r.source == RuleSource::Selector && r.name == rule.name)
+                .rule(&rule.name)
+                .is_some_and(|r| r.source == RuleSource::Selector)
             {
                 diagnostics.0.push(finding(
                     Severity::Warning,

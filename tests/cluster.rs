@@ -1478,8 +1478,7 @@ impl Webhook {
     fn rule(&self, name: &str) -> Option<(i32, String)> {
         let profile = self.state.profile.get();
         profile
-            .rules()
-            .find(|r| r.name == name)
+            .rule(name)
             .map(|r| (r.priority, r.policy.to_string()))
     }
 }

@@ -39,7 +39,10 @@ pub fn merge<'a>(
     let mut selectors: Vec<(&Rule, u64)> = selectors.into_iter().collect();
     selectors.sort_by(|a, b| a.0.name.cmp(&b.0.name));
     for (rule, digest) in selectors {
-        if own.iter().any(|r| r.name == rule.name) {
+        if configmap
+            .rule(&rule.name)
+            .is_some_and(|r| r.source != RuleSource::Selector)
+        {
             clashes.push(rule.name.clone());
             continue;
         }
@@ -89,11 +92,7 @@ pub fn compile_manifests(manifests: &Manifests) -> Compiled {
                 "a second Selector named {:?}",
                 crate::truncate::echo(&name)
             ))
-        } else if base
-            .profile
-            .as_ref()
-            .is_some_and(|p| p.rules().any(|r| r.name == name))
-        {
+        } else if base.profile.as_ref().and_then(|p| p.rule(&name)).is_some() {
             Some(clash_message(&name))
         } else {
             None

@@ -222,6 +222,11 @@ impl Profile {
         self.selecting.iter().chain(&self.effect_only)
     }
 
+    /// The rule named `name` (names are unique in a profile), if any.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules().find(|r| r.name == name)
+    }
+
     /// The embedded default profile.
     pub fn embedded_default() -> Self {
         ProfileData::from_manifest("<embedded default profile>", EMBEDDED_DEFAULT)
