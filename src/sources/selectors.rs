@@ -48,6 +48,9 @@ pub struct SelectorFollower {
     synced: Arc<AtomicBool>,
     recheck: Duration,
     objects: BTreeMap<String, Tracked>,
+    /// Whether `objects` changed what applies since it was last given to
+    /// the assembly (true at start: the first sync is always published).
+    changed: bool,
 }
 
 /// What is known of one Selector object.
@@ -90,6 +93,7 @@ impl SelectorFollower {
             synced,
             recheck,
             objects: BTreeMap::new(),
+            changed: true,
         }
     }
 
@@ -171,7 +175,9 @@ impl SelectorFollower {
                 }
                 Ok(WatchEvent::InitDone) => {
                     // Deleted while no watch was open.
+                    let before = self.objects.len();
                     self.objects.retain(|name, _| listed.contains(name));
+                    self.changed |= self.objects.len() != before;
                     self.publish().await;
                     self.set_synced();
                 }
@@ -181,7 +187,7 @@ impl SelectorFollower {
                 }
                 Ok(WatchEvent::Delete(object)) => {
                     if let Some(name) = &object.metadata.name {
-                        self.objects.remove(name);
+                        self.changed |= self.objects.remove(name).is_some();
                         tracing::info!(selector = %name, "Selector deleted");
                     }
                     self.publish().await;
@@ -220,6 +226,7 @@ impl SelectorFollower {
             return Some(name);
         }
         tracked.seen = Some(compiled.digest);
+        self.changed = true;
         for d in compiled
             .diagnostics
             .iter()
@@ -279,15 +286,19 @@ impl SelectorFollower {
         }
     }
 
-    /// Publishes the good versions, then reports name clashes.
+    /// Gives the good versions to the assembly when they changed (an event
+    /// that changed nothing merges nothing), then reports name clashes.
     async fn publish(&mut self) {
-        let rules: SelectorRules = self
-            .objects
-            .iter()
-            .filter_map(|(name, t)| Some((name.clone(), t.good.clone()?)))
-            .collect();
-        let invalid = self.objects.values().filter(|t| t.invalid).count();
-        self.assembly.set_selectors(rules, invalid);
+        if self.changed {
+            let rules: SelectorRules = self
+                .objects
+                .iter()
+                .filter_map(|(name, t)| Some((name.clone(), t.good.clone()?)))
+                .collect();
+            let invalid = self.objects.values().filter(|t| t.invalid).count();
+            self.assembly.set_selectors(rules, invalid);
+            self.changed = false;
+        }
         for name in self.assembly.clashes() {
             let version = self
                 .objects
@@ -299,12 +310,15 @@ impl SelectorFollower {
         }
     }
 
-    /// Drops every Selector (their resource is not served).
+    /// Drops every Selector (their resource is not served); nothing to do
+    /// when there were none and the assembly already knows it.
     fn forget_all(&mut self) {
-        if !self.objects.is_empty() {
-            self.objects.clear();
+        self.changed |= !self.objects.is_empty();
+        self.objects.clear();
+        if self.changed {
+            self.assembly.set_selectors(SelectorRules::new(), 0);
+            self.changed = false;
         }
-        self.assembly.set_selectors(SelectorRules::new(), 0);
     }
 }
 
