@@ -74,7 +74,7 @@ impl Assembly {
         let (digest, rules) = self.republish(&mut parts);
         // The ConfigMap's own load succeeded: this clears profile_reload_failing.
         self.metrics.profile_loaded(Some((digest, rules)));
-        tracing::info!(source, digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
+        super::log_loaded(source, digest, rules);
     }
 
     /// Puts a new set of Selector rules in use; `invalid` Selectors (whose
@@ -87,7 +87,7 @@ impl Assembly {
         let (digest, rules) = self.republish(&mut parts);
         if digest != before {
             self.metrics.profile_in_use(digest, rules);
-            tracing::info!(source = "selectors", digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
+            super::log_loaded("selectors", digest, rules);
         }
     }
 

@@ -16,5 +16,10 @@ pub fn publish(published: &Published<Profile>, metrics: &Metrics, profile: Profi
     let (digest, rules) = (profile.digest(), profile.rule_count());
     published.publish(profile);
     metrics.profile_loaded(Some((digest, rules)));
+    log_loaded(source, digest, rules);
+}
+
+/// The log line of a profile put in use.
+fn log_loaded(source: &str, digest: u64, rules: usize) {
     tracing::info!(source, digest = %format_args!("{digest:016x}"), selectors = rules, "profile loaded");
 }
