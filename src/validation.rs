@@ -115,9 +115,9 @@ pub fn judge(
                 .rule(name)
                 .is_some_and(|r| r.source != RuleSource::Selector)
         {
-            diagnostics.0.push(finding(
+            diagnostics.0.push(Diagnostic::new(
                 Severity::Error,
-                name,
+                Some(name),
                 "metadata.name",
                 profile::clash_message(name),
             ));
@@ -149,9 +149,9 @@ pub fn judge(
                 .rule(&rule.name)
                 .is_some_and(|r| r.source == RuleSource::Selector)
             {
-                diagnostics.0.push(finding(
+                diagnostics.0.push(Diagnostic::new(
                     Severity::Warning,
-                    &rule.name,
+                    Some(&rule.name),
                     "name",
                     format!(
                         "a Selector object has this name: it will be left out while this rule has it ({})",
@@ -163,17 +163,6 @@ pub fn judge(
     }
     conclude(&mut verdict, "profile", &diagnostics);
     verdict
-}
-
-fn finding(severity: Severity, selector: &str, field: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        severity,
-        file: None,
-        position: None,
-        selector: Some(selector.to_string()),
-        field: field.into(),
-        message,
-    }
 }
 
 /// Denies on errors (listing them), and turns warnings into admission warnings.

@@ -130,18 +130,6 @@ pub struct Conversion {
     pub diagnostics: Diagnostics,
 }
 
-/// A finding of the conversion about rule `selector` (when about one).
-fn finding(severity: Severity, selector: Option<&str>, field: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        severity,
-        file: None,
-        position: None,
-        selector: selector.map(str::to_string),
-        field: field.to_string(),
-        message,
-    }
-}
-
 /// Converts the ConfigMap's rules of `manifests` into Selector objects
 /// (`eci.aliyun.com/v1`, named as the rules); Selectors of the input are kept
 /// as they are (server-set metadata and `status` left out). With
@@ -164,7 +152,7 @@ pub fn to_selectors(manifests: &Manifests, keep_configmap: Option<(&str, &str)>)
         match rule.source {
             RuleSource::ConfigMap(_) => {
                 if let Err(why) = crate::labels::check_dns_subdomain(&rule.name) {
-                    diagnostics.push(finding(
+                    diagnostics.push(Diagnostic::new(
                         Severity::Error,
                         Some(&rule.name),
                         "name",
@@ -175,7 +163,7 @@ pub fn to_selectors(manifests: &Manifests, keep_configmap: Option<(&str, &str)>)
                     continue;
                 }
                 if rule.budget.is_some() {
-                    diagnostics.push(finding(
+                    diagnostics.push(Diagnostic::new(
                         Severity::Error,
                         Some(&rule.name),
                         "limits",
@@ -206,7 +194,7 @@ pub fn to_selectors(manifests: &Manifests, keep_configmap: Option<(&str, &str)>)
         .map(|(key, entry)| (key, &entry.text))
         .collect();
     for (key, _) in &kept {
-        diagnostics.push(finding(
+        diagnostics.push(Diagnostic::new(
             Severity::Warning,
             None,
             key,
@@ -255,7 +243,7 @@ pub fn to_configmap(
         {
             let field = "spec.policy.namespaceResourceLimit";
             if drop_unsupported {
-                diagnostics.push(finding(
+                diagnostics.push(Diagnostic::new(
                     Severity::Warning,
                     Some(&rule.name),
                     field,
@@ -265,7 +253,7 @@ pub fn to_configmap(
                     ),
                 ));
             } else {
-                diagnostics.push(finding(
+                diagnostics.push(Diagnostic::new(
                     Severity::Error,
                     Some(&rule.name),
                     field,
@@ -290,7 +278,7 @@ pub fn to_configmap(
                 .and_then(|p| p.get(ratio))
                 .is_some_and(|n| n.value != Value::Null)
             {
-                diagnostics.push(finding(
+                diagnostics.push(Diagnostic::new(
                     Severity::Warning,
                     selector,
                     &format!("spec.policy.normalNodePrefer.{ratio}"),
@@ -361,7 +349,7 @@ fn reordered(profile: &Profile) -> Vec<Diagnostic> {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            out.push(finding(
+            out.push(Diagnostic::new(
                 Severity::Warning,
                 None,
                 "priority",

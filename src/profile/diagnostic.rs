@@ -46,6 +46,21 @@ pub struct Diagnostic {
     pub message: String,
 }
 
+impl Diagnostic {
+    /// A finding about rule `selector` (when about one) and `field`, with no
+    /// file or position.
+    pub fn new(severity: Severity, selector: Option<&str>, field: &str, message: String) -> Self {
+        Diagnostic {
+            severity,
+            file: None,
+            position: None,
+            selector: selector.map(str::to_string),
+            field: field.to_string(),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if let Some(file) = &self.file {

@@ -13,12 +13,9 @@ fn finding(
     message: String,
 ) -> Diagnostic {
     Diagnostic {
-        severity,
         file: Some(file.to_string()),
         position: Some(position),
-        selector: None,
-        field: field.to_string(),
-        message,
+        ..Diagnostic::new(severity, None, field, message)
     }
 }
 

@@ -103,15 +103,12 @@ pub fn compile_manifests(manifests: &Manifests) -> Compiled {
                 .and_then(|m| m.get("name"))
                 .unwrap_or(node);
             diagnostics.push(Diagnostic {
-                severity: Severity::Error,
                 file: match origin {
                     super::Origin::File(file) => Some(file.clone()),
                     _ => None,
                 },
                 position: Some(at.position).filter(|p| p.is_known()),
-                selector: Some(name),
-                field: "metadata.name".into(),
-                message,
+                ..Diagnostic::new(Severity::Error, Some(&name), "metadata.name", message)
             });
             continue;
         }
