@@ -44,7 +44,7 @@ impl Manifests {
                 document.get("kind").and_then(Node::as_str),
                 document.get("items"),
             ) {
-                (Some(kind), Some(items)) if kind == "List" || kind.ends_with("List") => {
+                (Some(kind), Some(items)) if kind.ends_with("List") => {
                     if let Value::Sequence(items) = &items.value {
                         objects.extend(items.iter().cloned());
                     }
