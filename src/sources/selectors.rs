@@ -110,7 +110,6 @@ impl SelectorFollower {
                         "watching Selector objects"
                     );
                     absent_reported = false;
-                    self.metrics.selector_crd_installed.set(1);
                     let Ended::Gone = self.watch(&version).await;
                     self.metrics.selector_crd_installed.set(0);
                     tracing::warn!(
@@ -179,6 +178,7 @@ impl SelectorFollower {
                     self.objects.retain(|name, _| listed.contains(name));
                     self.changed |= self.objects.len() != before;
                     self.publish().await;
+                    self.metrics.selector_crd_installed.set(1);
                     self.set_synced();
                 }
                 Ok(WatchEvent::Apply(object)) => {
@@ -193,9 +193,11 @@ impl SelectorFollower {
                     self.publish().await;
                 }
                 Err(e) if is_status(&e, 404) => return Ended::Gone,
-                Err(e) if is_status(&e, 403) && !self.synced.load(Ordering::Acquire) => {
+                Err(e) if is_status(&e, 403) => {
                     // Not allowed to list them (RBAC of an older install):
-                    // serving the ConfigMap's rules beats never being ready.
+                    // serving the ConfigMap's rules beats never being ready,
+                    // and the gauge says they are not watched.
+                    self.metrics.selector_crd_installed.set(0);
                     tracing::error!(error = %e, "cannot list Selector objects: the profile ConfigMap alone applies until this is allowed (get, list and watch on selectors.eci.aliyun.com)");
                     self.set_synced();
                 }
