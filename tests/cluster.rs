@@ -1491,6 +1491,10 @@ async fn following_selectors(objects: &[Value]) -> (Fake, Webhook) {
         eci_profile::namespaces::StaticNamespaces::default(),
     ));
     hook.follow_profile(&fake);
+    // The ConfigMap first: a name clash found when the ConfigMap changes
+    // under a Selector already in use is logged and counted but gets its
+    // Event only with the Selector's next change, so the order is fixed.
+    assert!(eventually(Duration::from_secs(10), || hook.rule_count() == 2).await);
     hook.follow_selectors(&fake);
     hook.until_ready().await;
     fake.watches(SELECTORS, 1).await;
@@ -1762,9 +1766,18 @@ async fn selectors_forbidden_by_rbac_leave_the_configmap_serving() {
     hook.follow_selectors(&fake);
     hook.until_ready().await;
     assert_eq!(hook.rule_names(), ["eci-ns", "eci-pod"]);
+    // Not watched, and the gauge says so.
+    assert_eq!(metric(&hook, "eci_profile_selector_crd_installed"), 0);
     // Allowed later (RBAC fixed): the watch, retrying, lists them.
     fake.world.lock().unwrap().selectors_forbidden = false;
     assert!(eventually(Duration::from_secs(10), || hook.rule("hidden").is_some()).await);
+    assert!(
+        eventually(Duration::from_secs(5), || metric(
+            &hook,
+            "eci_profile_selector_crd_installed"
+        ) == 1)
+        .await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
