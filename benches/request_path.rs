@@ -41,6 +41,7 @@ fn bench(c: &mut Criterion) {
                 profile: &profile,
                 exclusions: &exclusions,
                 namespaces: &namespaces,
+                budgets: &eci_profile::budgets::Unlimited,
             };
             // Every pod is selected by exactly one rule and mutated.
             let reviewed = review::review(&body, context).unwrap();

@@ -17,6 +17,9 @@ use crate::truncate::echo;
 
 /// The annotation listing the rules applied to a pod.
 pub const APPLIED_ANNOTATION: &str = "eci-profile.io/selectors";
+/// The label on every pod sent to virtual nodes, `"true"`: what the budget
+/// counting and the scale-in order watch (server-side filtered).
+pub const SENT_LABEL: &str = "eci-profile.io/virtual-node";
 /// The pod label that opts a pod out: `eci-profile.io/exclude: "true"`.
 pub const EXCLUDE_LABEL: &str = "eci-profile.io/exclude";
 /// Namespaces excluded unless configured otherwise.
@@ -363,31 +366,27 @@ pub fn decide_within<'p>(
 
     // 5b. The budget of the first selecting rule, for this namespace: the
     // last check, since a pod that fits takes its place.
-    if let Some(rule) = selected.first()
-        && let Some(budget) = rule
-            .budget
-            .as_ref()
-            .filter(|b| b.namespace.as_deref().is_none_or(|ns| ns == namespace.name))
-        && let Err(over) = budgets.admit(
+    let budget = selected.first().and_then(|rule| {
+        let budget = rule.budget.as_ref()?;
+        let applies = budget
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| ns == namespace.name);
+        applies.then_some((rule, budget))
+    });
+    let mut reserved = None;
+    if let Some((rule, budget)) = budget {
+        match budgets.admit(
             &rule.name,
             &budget.limits,
             namespace.name,
-            &crate::budgets::requests::of_pod(pod),
-        )
-    {
-        let reason = SkipReason::OverBudget {
-            rule: rule.name.clone(),
-            namespace: namespace.name.to_string(),
-            usage: over.to_string(),
-        };
-        warnings.push(format!(
-            "eci-profile: pod not sent to a virtual node: {reason}"
-        ));
-        let mut decision = Decision::skipped(reason);
-        decision.target = Some(target);
-        decision.selected = selected;
-        decision.warnings = warnings;
-        return decision;
+            &crate::budgets::requests::of_spec(&pod.spec),
+        ) {
+            Ok(()) => reserved = budgets.reservation(),
+            Err(over) => {
+                return over_budget(rule, namespace.name, over, target, selected, warnings);
+            }
+        }
     }
 
     let mut patch = PatchBuilder::default();
@@ -413,6 +412,12 @@ pub fn decide_within<'p>(
             patch::Value::Text(applied.join(",").into()),
         );
     }
+    if let Some(id) = reserved {
+        annotate(
+            crate::budgets::RESERVATION_ANNOTATION,
+            patch::Value::Text(id.to_string().into()),
+        );
+    }
     patch.add_to_object(
         &["metadata", "annotations"],
         pod.metadata.annotations.is_some(),
@@ -423,6 +428,7 @@ pub fn decide_within<'p>(
         pod.metadata.labels.is_some(),
         added
             .into_iter()
+            .chain((pod.label(SENT_LABEL).is_none()).then_some((SENT_LABEL, "true")))
             .map(|(k, v)| (k, patch::Value::Text(v.into()))),
     );
 
@@ -467,6 +473,30 @@ pub fn decide_within<'p>(
         warnings,
         patch: patch.build(),
     }
+}
+
+/// A pod that does not fit the budget of `rule`: left unchanged, with a warning.
+fn over_budget<'p>(
+    rule: &'p Rule,
+    namespace: &str,
+    over: crate::budgets::Over,
+    target: Target,
+    selected: Vec<&'p Rule>,
+    mut warnings: Vec<String>,
+) -> Decision<'p> {
+    let reason = SkipReason::OverBudget {
+        rule: rule.name.clone(),
+        namespace: namespace.to_string(),
+        usage: over.to_string(),
+    };
+    warnings.push(format!(
+        "eci-profile: pod not sent to a virtual node: {reason}"
+    ));
+    let mut decision = Decision::skipped(reason);
+    decision.target = Some(target);
+    decision.selected = selected;
+    decision.warnings = warnings;
+    decision
 }
 
 fn prefer_normal_nodes<'p>(patch: &mut PatchBuilder<'p>, pod: &Pod, profile: &'p Profile) {
@@ -558,6 +588,18 @@ fn incompatibility(pod: &Pod, profile: &Profile) -> Option<SkipReason> {
     None
 }
 
+/// Whether `rule`'s namespaceSelector, if any, matches `namespace` (whose
+/// labels, when unknown, match only a selector on its name).
+pub fn selects_namespace(rule: &Rule, namespace: NamespaceLabels<'_>) -> bool {
+    match &rule.namespace_selector {
+        None => true,
+        Some(s) if namespace.labels.is_some() || s.uses_only_key(NAMESPACE_NAME_LABEL) => {
+            s.matches(&namespace)
+        }
+        Some(_) => false,
+    }
+}
+
 /// The rules that select a pod, and those that might have but for unknown namespace labels.
 struct Selection<'p> {
     /// Up to the first `normalNodeOnly` rule, excluded.
@@ -594,14 +636,11 @@ fn select<'p>(
             continue;
         }
         let namespace_matches = match &rule.namespace_selector {
-            None => true,
-            Some(s) if namespace.labels.is_some() || s.uses_only_key(NAMESPACE_NAME_LABEL) => {
-                s.matches(&namespace)
-            }
-            Some(_) => {
+            Some(s) if namespace.labels.is_none() && !s.uses_only_key(NAMESPACE_NAME_LABEL) => {
                 selection.unknown_namespace.push(&rule.name);
                 false
             }
+            _ => selects_namespace(rule, namespace),
         };
         if !namespace_matches {
             continue;

@@ -75,6 +75,19 @@ pub struct ProfileInfoLabels {
     pub digest: String,
 }
 
+/// Labels of the budget gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// The rule whose budget it is.
+    pub rule: String,
+    pub namespace: String,
+    /// `pods`, `requests.cpu` (cores) or `requests.memory` (bytes).
+    pub resource: &'static str,
+}
+
+/// A gauge of fractional values (CPU cores).
+type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
@@ -94,6 +107,13 @@ pub struct Metrics {
     pub large_decisions_in_flight: Gauge,
     pub selector_objects: Family<SelectorStateLabels, Gauge>,
     pub selector_crd_installed: Gauge,
+    pub budget_used: Family<BudgetLabels, FloatGauge>,
+    pub budget_limit: Family<BudgetLabels, FloatGauge>,
+    pub budgets_configured: Gauge,
+    pub sent_pods_synced: Gauge,
+    pub sent_pods_tracked: Gauge,
+    pub budget_reservations: Gauge,
+    pub deletion_cost_patches: Family<ResultLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -196,6 +216,48 @@ impl Default for Metrics {
             "1 while Selector objects (selectors.eci.aliyun.com) are served and watched, else 0",
             selector_crd_installed.clone(),
         );
+        let budget_used = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "budget_used",
+            "What a namespace holds on virtual nodes (pods counted and admissions reserved), per budget that governs it; for a budget of each selected namespace, only namespaces holding something",
+            budget_used.clone(),
+        );
+        let budget_limit = Family::<BudgetLabels, FloatGauge>::default();
+        registry.register(
+            "budget_limit",
+            "The limit of a budget in a namespace, next to budget_used",
+            budget_limit.clone(),
+        );
+        let budgets_configured = Gauge::default();
+        registry.register(
+            "budgets_configured",
+            "Rules with a budget in the profile in use",
+            budgets_configured.clone(),
+        );
+        let sent_pods_synced = Gauge::default();
+        registry.register(
+            "sent_pods_synced",
+            "1 once the watches of the virtual nodes and of the pods sent to them have listed, else 0 (budgets are not counted before)",
+            sent_pods_synced.clone(),
+        );
+        let sent_pods_tracked = Gauge::default();
+        registry.register(
+            "sent_pods_tracked",
+            "Live pods sent to virtual nodes held in memory, wherever bound",
+            sent_pods_tracked.clone(),
+        );
+        let budget_reservations = Gauge::default();
+        registry.register(
+            "budget_reservations",
+            "Admissions sent to a virtual node whose pod has not shown up in the watch yet",
+            budget_reservations.clone(),
+        );
+        let deletion_cost_patches = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "deletion_cost_patches",
+            "Scale-in order: patches adding the pod deletion cost, by result (success, conflict: the pod changed first, failure)",
+            deletion_cost_patches.clone(),
+        );
         Self {
             registry,
             requests,
@@ -214,6 +276,13 @@ impl Default for Metrics {
             large_decisions_in_flight,
             selector_objects,
             selector_crd_installed,
+            budget_used,
+            budget_limit,
+            budgets_configured,
+            sent_pods_synced,
+            sent_pods_tracked,
+            budget_reservations,
+            deletion_cost_patches,
         }
     }
 }
@@ -312,6 +381,34 @@ impl Metrics {
                 .get_or_create(&SelectorStateLabels { state })
                 .set(count as i64);
         }
+    }
+
+    /// Records the budgets' usage (replacing what was recorded before, so
+    /// that namespaces no longer holding anything are dropped).
+    pub fn budgets(&self, usage: &[crate::budgets::Usage<'_>], configured: usize) {
+        self.budget_used.clear();
+        self.budget_limit.clear();
+        self.budgets_configured.set(configured as i64);
+        for row in usage {
+            for &(resource, limit) in &row.limits.0 {
+                let labels = BudgetLabels {
+                    rule: crate::truncate::echo(row.rule).into_owned(),
+                    namespace: row.namespace.clone(),
+                    resource: resource.as_str(),
+                };
+                self.budget_used
+                    .get_or_create(&labels)
+                    .set(row.used.of(resource).as_f64());
+                self.budget_limit.get_or_create(&labels).set(limit.as_f64());
+            }
+        }
+    }
+
+    /// Counts a deletion-cost patch.
+    pub fn deletion_cost_patch(&self, result: &'static str) {
+        self.deletion_cost_patches
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// The metrics in OpenMetrics text format.

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::budgets::Gate;
 use crate::decision::{self, Decision, Exclusions, SkipReason};
 use crate::namespaces::NamespaceLookup;
 use crate::pod::Pod;
@@ -24,6 +25,8 @@ pub struct Context<'a> {
     pub profile: &'a Profile,
     pub exclusions: &'a Exclusions,
     pub namespaces: &'a dyn NamespaceLookup,
+    /// Where a pod sent to a virtual node takes its place in its budget.
+    pub budgets: &'a dyn Gate,
 }
 
 /// Why a body is not a usable AdmissionReview request (answered with HTTP 400).
@@ -287,12 +290,13 @@ pub fn evaluate<'p>(request: &mut AdmissionRequest<'_>, context: Context<'p>) ->
         namespace
     };
     let labels = context.namespaces.labels(&namespace);
-    let decision = decision::decide(
+    let decision = decision::decide_within(
         &pod,
         &namespace,
         labels.as_deref(),
         context.profile,
         context.exclusions,
+        context.budgets,
     );
     Evaluation {
         namespace,
@@ -459,6 +463,7 @@ mod tests {
             profile: &profile,
             exclusions: &exclusions,
             namespaces: &namespaces,
+            budgets: &crate::budgets::Unlimited,
         };
         for field in ["metadata", "spec"] {
             let mut request: serde_json::Value = serde_json::from_str(fixture).unwrap();

@@ -34,6 +34,7 @@ fn fixture() -> (Bytes, Bytes) {
         profile: &profile,
         exclusions: &Exclusions::default(),
         namespaces: &namespaces,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     let expected = review::review(&body, context).unwrap().response;
     (Bytes::from(body), Bytes::from(expected))

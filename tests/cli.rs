@@ -67,6 +67,7 @@ fn review_output_is_the_servers_response_byte_for_byte() {
         profile: &profile,
         exclusions: &Exclusions::default(),
         namespaces: &ns,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     let reviewed = review::review(
         &admission_fixture("create-labelled-pod-with-everything"),

@@ -177,8 +177,19 @@ fn pod_scheduled_by_hand_gets_tolerations_only() {
     let out = decide(&pod, "default", None, &p);
     assert_eq!(out.outcome, Outcome::Mutated);
     assert_eq!(out.policy, None);
-    assert_eq!(paths(&out.patch), ["/spec/tolerations/-"]);
-    assert_eq!(out.patch[0]["value"], vnode_toleration());
+    assert_eq!(
+        paths(&out.patch),
+        [
+            "/metadata/labels/eci-profile.io~1virtual-node",
+            "/spec/tolerations/-"
+        ]
+    );
+    assert_eq!(out.patch[1]["value"], vnode_toleration());
+    // Sent to a virtual node: labelled so (what budgets and the scale-in order watch).
+    assert_eq!(
+        out.patched["metadata"]["labels"]["eci-profile.io/virtual-node"],
+        "true"
+    );
     // No rule applied: no record annotation.
     assert!(out.patched["metadata"].get("annotations").is_none());
 }
@@ -309,6 +320,7 @@ fn virtual_node_only_adds_node_selector_and_tolerations() {
         [
             "/metadata/annotations",
             "/metadata/annotations/eci-profile.io~1selectors",
+            "/metadata/labels/eci-profile.io~1virtual-node",
             "/spec/nodeSelector",
             "/spec/nodeSelector/k8s.aliyun.com~1vnode",
             "/spec/tolerations/-",
@@ -345,7 +357,7 @@ fn normal_node_prefer_adds_a_preferred_anti_virtual_node_term() {
     let out = decide(&pod_with_labels(&[("eci", "true")]), "default", None, &p);
     assert!(out.patched["spec"].get("nodeSelector").is_none());
     assert_eq!(
-        paths(&out.patch)[2..],
+        paths(&out.patch)[3..],
         [
             "/spec/tolerations/-",
             "/spec/affinity",
@@ -657,7 +669,8 @@ fn a_burst_of_100_admissions_against_a_budget_of_40_sends_exactly_40() {
              "limits": {"pods": 40, "cpu": "64"}}]"#,
     );
     let ledger = Mutex::new(Ledger::default());
-    let expires = Instant::now() + Duration::from_secs(30);
+    let now = Instant::now();
+    let expires = now + Duration::from_secs(30);
     let pod = with_requests(pod_with_labels(&[("eci", "true")]), "1");
     let outcomes: Vec<eci_profile::decision::Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..100)
@@ -668,6 +681,7 @@ fn a_burst_of_100_admissions_against_a_budget_of_40_sends_exactly_40() {
                     let gate = Reserving {
                         ledger,
                         id: &id,
+                        now,
                         expires,
                     };
                     decide_within(pod, "team-a", p, &gate)
@@ -695,6 +709,7 @@ fn a_burst_of_100_admissions_against_a_budget_of_40_sends_exactly_40() {
     let gate = Reserving {
         ledger: &ledger,
         id: "other-1",
+        now,
         expires,
     };
     assert_eq!(decide_within(&pod, "team-b", &p, &gate), Outcome::Mutated);
@@ -706,6 +721,7 @@ fn a_burst_of_100_admissions_against_a_budget_of_40_sends_exactly_40() {
         let gate = Reserving {
             ledger: &ledger,
             id: &id,
+            now,
             expires,
         };
         assert_eq!(decide_within(&big, "team-a", &p, &gate).as_str(), expected);
@@ -722,13 +738,15 @@ fn the_first_selecting_rules_budget_governs() {
             {"name": "loose", "objectSelector": {"matchLabels": {"eci": "true"}}, "limits": {"pods": 100}}]"#,
     );
     let ledger = Mutex::new(Ledger::default());
-    let expires = Instant::now() + Duration::from_secs(30);
+    let now = Instant::now();
+    let expires = now + Duration::from_secs(30);
     let batch = pod_with_labels(&[("eci", "true"), ("tier", "batch")]);
     let web = pod_with_labels(&[("eci", "true")]);
     let admit = |pod: &Value, id: &str| {
         let gate = Reserving {
             ledger: &ledger,
             id,
+            now,
             expires,
         };
         decide_within(pod, "ns", &p, &gate)

@@ -57,6 +57,7 @@ fn review_with(body: &[u8], profile: &Profile, namespaces: &StaticNamespaces) ->
         profile,
         exclusions: &exclusions,
         namespaces,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     let reviewed = review::review(body, context).expect("a valid review");
     let evaluation = reviewed.evaluation;
@@ -324,6 +325,7 @@ fn malformed_bodies_are_errors_not_panics() {
     let context = Context {
         profile: &profile,
         exclusions: &exclusions,
+        budgets: &eci_profile::budgets::Unlimited,
         namespaces: &namespaces,
     };
     let cases: &[(&[u8], &str)] = &[

@@ -160,6 +160,7 @@ fn expected_review(body: &[u8]) -> String {
         profile: &profile,
         exclusions: &Exclusions::default(),
         namespaces: &StaticNamespaces::default(),
+        budgets: &eci_profile::budgets::Unlimited,
     };
     String::from_utf8(eci_profile::review::review(body, context).unwrap().response).unwrap()
 }

@@ -317,6 +317,7 @@ fn expected_response(state: &State, body: &[u8]) -> Vec<u8> {
         profile: &profile,
         exclusions: &Exclusions::default(),
         namespaces: &namespaces,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     review::review(body, context).unwrap().response
 }

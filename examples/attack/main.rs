@@ -116,6 +116,7 @@ fn expected_answer(body: &[u8]) -> Bytes {
         profile: &profile,
         exclusions: &Exclusions::default(),
         namespaces: &namespaces,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     Bytes::from(review::review(body, context).expect("a review").response)
 }

@@ -37,6 +37,7 @@ fuzz_target!(|bytes: &[u8]| {
         profile: &profile,
         exclusions: &EXCLUSIONS,
         namespaces: &*NAMESPACES,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     for body in FIXTURE_REQUESTS.iter() {
         check_review(body, context);

@@ -148,7 +148,20 @@ pub trait Gate {
         namespace: &str,
         amounts: &Amounts,
     ) -> Result<(), Over>;
+
+    /// The reservation a pod let through holds, recorded on the pod (see
+    /// [`RESERVATION_ANNOTATION`]) so that the pod, once seen, ends it.
+    fn reservation(&self) -> Option<&str> {
+        None
+    }
 }
+
+/// The pod annotation naming the admission a pod's budget place was
+/// reserved under (the AdmissionReview's uid).
+pub const RESERVATION_ANNOTATION: &str = "eci-profile.io/budget-reservation";
+
+/// How long a reservation waits for its pod to show up in the watch.
+pub const RESERVATION_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// No budget is enforced.
 pub struct Unlimited;
@@ -161,10 +174,12 @@ impl Gate for Unlimited {
 
 /// Admission `id` reserving its place in a shared [`Ledger`] until
 /// `expires`: check and reservation are one step under the lock, so
-/// concurrent admissions cannot both take the last place.
+/// concurrent admissions cannot both take the last place. Reservations
+/// lapsed by `now` end first.
 pub struct Reserving<'a> {
     pub ledger: &'a std::sync::Mutex<Ledger>,
     pub id: &'a str,
+    pub now: std::time::Instant,
     pub expires: std::time::Instant,
 }
 
@@ -176,11 +191,73 @@ impl Gate for Reserving<'_> {
         namespace: &str,
         amounts: &Amounts,
     ) -> Result<(), Over> {
-        self.ledger
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .reserve(self.id, namespace, *amounts, limits, self.expires)
+        let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        ledger.expire(self.now);
+        ledger.reserve(self.id, namespace, *amounts, limits, self.expires)
     }
+
+    fn reservation(&self) -> Option<&str> {
+        Some(self.id)
+    }
+}
+
+/// Checks against a [`Ledger`] without reserving (dry runs, `check`).
+pub struct Checking<'a>(pub &'a std::sync::Mutex<Ledger>);
+
+impl Gate for Checking<'_> {
+    fn admit(
+        &self,
+        _: &str,
+        limits: &Limits,
+        namespace: &str,
+        amounts: &Amounts,
+    ) -> Result<(), Over> {
+        let ledger = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        limits.check(&ledger.used(namespace), amounts)
+    }
+}
+
+/// One budget's usage in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usage<'p> {
+    pub rule: &'p str,
+    pub namespace: String,
+    pub limits: &'p Limits,
+    pub used: Amounts,
+}
+
+/// The usage of every budget of `profile`: a budget for one namespace in
+/// that namespace, always; a budget for each namespace its rule selects
+/// (`selects`) in those that hold something on virtual nodes.
+pub fn usage<'p>(
+    profile: &'p crate::profile::Profile,
+    ledger: &Ledger,
+    selects: impl Fn(&crate::profile::Rule, &str) -> bool,
+) -> Vec<Usage<'p>> {
+    let mut rows = Vec::new();
+    for (rule, budget) in profile.budgets() {
+        match &budget.namespace {
+            Some(namespace) => rows.push(Usage {
+                rule: &rule.name,
+                namespace: namespace.clone(),
+                limits: &budget.limits,
+                used: ledger.used(namespace),
+            }),
+            None => rows.extend(
+                ledger
+                    .usage()
+                    .filter(|(namespace, _)| selects(rule, namespace))
+                    .map(|(namespace, used)| Usage {
+                        rule: &rule.name,
+                        namespace: namespace.to_string(),
+                        limits: &budget.limits,
+                        used: *used,
+                    }),
+            ),
+        }
+    }
+    rows.sort_by(|a, b| (a.rule, &a.namespace).cmp(&(b.rule, &b.namespace)));
+    rows
 }
 
 #[cfg(test)]

@@ -18,6 +18,11 @@ impl Quantity {
         Quantity(i128::from(n) * 1000)
     }
 
+    /// In units, for metrics (cores, bytes, pods).
+    pub fn as_f64(self) -> f64 {
+        self.0 as f64 / 1000.0
+    }
+
     /// Reads `text` as the API server does; `None` when it is not a quantity.
     pub fn parse(text: &str) -> Option<Self> {
         let (negative, rest) = match text.as_bytes().first()? {

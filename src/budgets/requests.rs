@@ -60,8 +60,8 @@ pub fn pod_amounts(
     Amounts::pod(total.cpu, total.memory)
 }
 
-/// What `pod` requests, as the scheduler counts it.
-pub fn of_pod(pod: &crate::pod::Pod) -> Amounts {
+/// What a pod of spec `spec` requests, as the scheduler counts it.
+pub fn of_spec(spec: &crate::pod::Spec) -> Amounts {
     let requested = |requests: Option<&crate::pod::Requests>| {
         let requests = requests.copied().unwrap_or_default();
         Requested {
@@ -73,12 +73,12 @@ pub fn of_pod(pod: &crate::pod::Pod) -> Amounts {
         requested(c.resources.as_ref().and_then(|r| r.requests.as_ref()))
     };
     pod_amounts(
-        pod.spec.containers.iter().flatten().map(of),
-        pod.spec.init_containers.iter().flatten().map(|c| Init {
+        spec.containers.iter().flatten().map(of),
+        spec.init_containers.iter().flatten().map(|c| Init {
             requested: of(c),
             sidecar: c.restart_policy.as_deref() == Some("Always"),
         }),
-        requested(pod.spec.overhead.as_ref()),
+        requested(spec.overhead.as_ref()),
     )
 }
 
@@ -104,7 +104,7 @@ mod tests {
             }
         }))
         .unwrap();
-        let amounts = of_pod(&pod);
+        let amounts = of_spec(&pod.spec);
         // CPU: the init container (4) on top of the sidecar (0.1) beats the
         // containers (1.5) next to it; plus the overhead (0.25).
         assert_eq!(amounts.cpu, Quantity(4350));

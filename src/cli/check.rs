@@ -71,6 +71,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         profile: &profile,
         exclusions: &exclusions,
         namespaces: &namespaces,
+        budgets: &eci_profile::budgets::Unlimited,
     };
     let mut cases = Vec::new();
     for path in super::inputs(&args.inputs) {

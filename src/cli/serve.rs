@@ -14,6 +14,7 @@ use eci_profile::server::webhook::parse_go_duration;
 use eci_profile::server::{self, Limits, Server, State};
 use eci_profile::sources::cluster::NamespaceCache;
 use eci_profile::sources::file::{load_profile, read_namespaces};
+use eci_profile::sources::pods::ScaleIn;
 use eci_profile::{bootstrap, certs, tls};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -114,6 +115,12 @@ pub struct ServeArgs {
     /// Then: time in-flight requests get to finish
     #[arg(long, env = "ECI_PROFILE_SHUTDOWN_GRACE", default_value = "20s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Scale-in order: pods a rule sent that bind to a virtual node get the pod deletion cost --pod-deletion-cost, so that ReplicaSets remove them first (needs `patch` on pods: the chart's scaleInOrder.enabled, or the kustomize component scale-in-order)
+    #[arg(long, env = "ECI_PROFILE_SCALE_IN_ORDER")]
+    scale_in_order: bool,
+    /// With --scale-in-order: the deletion cost given (pods without one count as 0; lower goes first)
+    #[arg(long, env = "ECI_PROFILE_POD_DELETION_COST", default_value_t = -1000, allow_negative_numbers = true)]
+    pod_deletion_cost: i32,
     /// Log format
     #[arg(long, env = "ECI_PROFILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -287,7 +294,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         if let Some(cache) = namespace_cache {
             server::cluster::follow_namespaces(&state, cache);
         }
-        if let (Some((ns, name)), Some(client)) = (&configmap, client) {
+        if let (Some((ns, name)), Some(client)) = (&configmap, &client) {
             server::cluster::follow_profile_configmap(
                 &state,
                 client.clone(),
@@ -295,7 +302,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
                 name,
                 args.pod_name.clone(),
             );
-            server::cluster::follow_selectors(&state, client, args.pod_name.clone());
+            server::cluster::follow_selectors(&state, client.clone(), args.pod_name.clone());
+        }
+        if let Some(client) = client {
+            let scale_in = args.scale_in_order.then_some(ScaleIn {
+                deletion_cost: args.pod_deletion_cost,
+            });
+            server::cluster::follow_sent_pods(&state, client, scale_in);
         }
         let server = Server::bind(options, state)
             .await

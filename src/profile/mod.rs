@@ -257,6 +257,18 @@ impl Profile {
         &self.effect_only
     }
 
+    /// The rules with a budget, in order.
+    pub fn budgets(&self) -> impl Iterator<Item = (&Rule, &Budget)> {
+        self.selecting_rules()
+            .iter()
+            .filter_map(|rule| Some((rule, rule.budget.as_ref()?)))
+    }
+
+    /// Whether any rule has a budget.
+    pub fn has_budgets(&self) -> bool {
+        self.budgets().next().is_some()
+    }
+
     /// The scheduling target.
     pub fn virtual_node(&self) -> &VirtualNode {
         &self.virtual_node

@@ -42,6 +42,7 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
 }
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
+    state.record_budgets();
     (
         [(
             header::CONTENT_TYPE,

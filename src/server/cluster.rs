@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::State;
 use crate::sources::cluster::{self as sources, NamespaceCache, ProfileFollower};
+use crate::sources::pods::{ScaleIn, SentPodFollower};
 use crate::sources::selectors::{self, SelectorFollower};
 
 /// Follows the profile ConfigMap `namespace/name` into `state`; `/readyz`
@@ -77,4 +78,31 @@ pub fn follow_namespaces(state: &State, cache: Arc<NamespaceCache>) -> tokio::ta
         .readiness
         .require("namespace labels not synced", move || synced.is_synced());
     tokio::spawn(cache.follow())
+}
+
+/// Follows the virtual nodes and the pods sent to them into `state`'s
+/// ledger (and, with `scale_in`, adds the deletion cost to pods bound to
+/// virtual nodes); `/readyz` reports "pods on virtual nodes not counted
+/// yet" until both have been listed, while the profile has budgets.
+pub fn follow_sent_pods(
+    state: &State,
+    client: kube::Client,
+    scale_in: Option<ScaleIn>,
+) -> tokio::task::JoinHandle<()> {
+    let synced = Arc::new(AtomicBool::new(false));
+    let (flag, profile) = (synced.clone(), state.profile.clone());
+    state
+        .readiness
+        .require("pods on virtual nodes not counted yet", move || {
+            flag.load(Ordering::Acquire) || !profile.get().has_budgets()
+        });
+    let follower = SentPodFollower::new(
+        client,
+        state.profile.clone(),
+        state.ledger.clone(),
+        state.metrics.clone(),
+        scale_in,
+        synced,
+    );
+    tokio::spawn(follower.follow())
 }

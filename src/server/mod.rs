@@ -16,12 +16,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 
 use self::listener::{Listener, Stage};
+use crate::budgets::Ledger;
 use crate::decision::Exclusions;
 use crate::metrics::Metrics;
 use crate::namespaces::NamespaceLookup;
@@ -154,6 +155,8 @@ pub struct State {
     pub limits: Limits,
     /// The profile ConfigMap's namespace and name, which `/validate` checks.
     pub profile_configmap: (String, String),
+    /// What each namespace holds on virtual nodes, against the budgets.
+    pub ledger: Arc<Mutex<Ledger>>,
 }
 
 impl State {
@@ -181,7 +184,32 @@ impl State {
                 crate::profile::DEFAULT_CONFIGMAP.0.to_string(),
                 crate::profile::DEFAULT_CONFIGMAP.1.to_string(),
             ),
+            ledger: Arc::default(),
         }
+    }
+}
+
+impl State {
+    /// Puts the budgets' usage into the metrics (at each scrape: the
+    /// namespaces holding something change with every pod).
+    pub fn record_budgets(&self) {
+        let profile = self.profile.get();
+        let ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
+        let usage = crate::budgets::usage(&profile, &ledger, |rule, namespace| {
+            let labels = self.namespaces.labels(namespace);
+            crate::decision::selects_namespace(
+                rule,
+                crate::selector::NamespaceLabels {
+                    name: namespace,
+                    labels: labels.as_deref(),
+                },
+            )
+        });
+        let (tracked, reservations) = ledger.len();
+        drop(ledger);
+        self.metrics.budgets(&usage, profile.budgets().count());
+        self.metrics.sent_pods_tracked.set(tracked as i64);
+        self.metrics.budget_reservations.set(reservations as i64);
     }
 }
 

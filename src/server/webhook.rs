@@ -17,6 +17,7 @@ use tracing::{Instrument as _, field};
 
 use super::State;
 use super::budget::{Budget, DECISION_WAIT, Reservation};
+use crate::budgets::{Checking, Gate, Reserving};
 use crate::decision::{Outcome, SkipReason};
 use crate::metrics::status_label;
 use crate::review::{self, AdmissionRequest, Context};
@@ -220,10 +221,27 @@ fn unknown_namespace<'r>(state: &State, request: &'r AdmissionRequest<'_>) -> Op
 /// the metrics and the log.
 fn decide(state: &State, request: AdmissionRequest<'_>, span: &tracing::Span) -> Response {
     let profile = state.profile.get();
+    // A pod sent to a virtual node reserves its budget place under the
+    // request's uid, which the API server repeats if it calls again; a dry
+    // run creates no pod, so it only checks.
+    let uid = request.uid().to_string();
+    let now = std::time::Instant::now();
+    let reserving = Reserving {
+        ledger: &state.ledger,
+        id: &uid,
+        now,
+        expires: now + crate::budgets::RESERVATION_TTL,
+    };
+    let checking = Checking(&state.ledger);
+    let budgets: &dyn Gate = match request.dry_run {
+        Some(true) => &checking,
+        _ => &reserving,
+    };
     let context = Context {
         profile: &profile,
         exclusions: &state.exclusions,
         namespaces: &*state.namespaces,
+        budgets,
     };
     let reviewed = review::respond(request, context);
     let evaluation = &reviewed.evaluation;

@@ -3,6 +3,7 @@
 pub mod assembly;
 pub mod cluster;
 pub mod file;
+pub mod pods;
 pub mod selectors;
 pub mod watch;
 
