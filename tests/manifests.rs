@@ -53,6 +53,7 @@ fn kustomize(overlay: &str) -> Vec<Value> {
 const NETWORK_POLICY: &str = "components/network-policy";
 const MONITORING: &str = "components/monitoring";
 const CLIENT_AUTH: &str = "components/client-auth";
+const SCALE_IN_ORDER: &str = "components/scale-in-order";
 
 /// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
 fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
@@ -158,6 +159,7 @@ fn rbac_is_least_privilege() {
             rules(&objects, "ClusterRole", "eci-profile"),
             [
                 json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+                json!({"apiGroups": [""], "resources": ["nodes", "pods"], "verbs": ["list", "watch"]}),
                 json!({"apiGroups": ["eci.aliyun.com"], "resources": ["selectors"], "verbs": ["get", "list", "watch"]}),
             ],
             "{variant}"
@@ -229,6 +231,75 @@ fn rbac_is_least_privilege() {
                 "{variant}"
             );
         }
+    }
+}
+
+/// The scale-in order is opt-in: only with the chart's value or the
+/// kustomize component does the webhook get `patch` on pods (and nothing
+/// more), and the flag that uses it; the default RBAC never has it.
+#[test]
+fn scale_in_order_is_opt_in_with_its_own_role() {
+    let env = |objects: &[Value]| -> Vec<(String, String)> {
+        find(objects, "Deployment", "eci-profile")["spec"]["template"]["spec"]["containers"][0]
+            ["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"].as_str().unwrap().contains("SCALE_IN") || e["name"].as_str().unwrap().contains("DELETION_COST"))
+            .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let patches_pods = |objects: &[Value]| {
+        objects
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+            .flat_map(|o| o["rules"].as_array().unwrap().clone())
+            .any(|r| {
+                r["verbs"].as_array().unwrap().contains(&json!("patch"))
+                    && r["resources"].as_array().unwrap().contains(&json!("pods"))
+            })
+    };
+    for (variant, objects) in variants() {
+        assert!(!patches_pods(&objects), "{variant}");
+        assert!(env(&objects).is_empty(), "{variant}");
+    }
+    for (variant, objects) in [
+        (
+            "helm",
+            helm(json!({"scaleInOrder": {"enabled": true, "podDeletionCost": -500}})),
+        ),
+        (
+            "kustomize",
+            kustomize_with("overlays/cert-manager", &[SCALE_IN_ORDER]),
+        ),
+    ] {
+        assert_eq!(
+            rules(&objects, "ClusterRole", "eci-profile-scale-in-order"),
+            [json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]})],
+            "{variant}"
+        );
+        let binding = find(&objects, "ClusterRoleBinding", "eci-profile-scale-in-order");
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "eci-profile", "namespace": NAMESPACE}]),
+            "{variant}"
+        );
+        assert_eq!(
+            binding["roleRef"]["name"], "eci-profile-scale-in-order",
+            "{variant}"
+        );
+        let cost = if variant == "helm" { "-500" } else { "-1000" };
+        assert_eq!(
+            env(&objects),
+            [
+                ("ECI_PROFILE_SCALE_IN_ORDER".to_string(), "true".to_string()),
+                (
+                    "ECI_PROFILE_POD_DELETION_COST".to_string(),
+                    cost.to_string()
+                ),
+            ],
+            "{variant}"
+        );
     }
 }
 
