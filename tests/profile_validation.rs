@@ -528,12 +528,7 @@ fn limits_are_read_with_positions() {
         warnings.iter().any(|w| w.starts_with("profile.yaml:9:71: warning: selector \"team\": selectors[0].limits[\"nvidia.com/gpu\"]: is not counted")),
         "{warnings:#?}"
     );
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("selectors[0].limits: is not enforced yet")),
-        "{warnings:#?}"
-    );
+    assert_eq!(warnings.len(), 1, "budgets are enforced: {warnings:#?}");
 
     let c = compile_manifest(&manifest(
         r#"[{"name": "team", "namespaceSelector": {"matchLabels": {"team": "a"}},

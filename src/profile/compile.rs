@@ -378,11 +378,6 @@ impl Checker {
         );
         if let Some(n) = field(fields, "limits").filter(|n| n.value != Value::Null) {
             let limits = self.limits(&format!("{path}.limits"), n);
-            self.warning(
-                &format!("{path}.limits"),
-                n,
-                "is not enforced yet: the pods the rule selects are sent to virtual nodes whatever their namespace holds",
-            );
             rule.budget = Some(Budget {
                 limits,
                 namespace: None,

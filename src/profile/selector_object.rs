@@ -231,11 +231,6 @@ impl Checker {
             "namespaceResourceLimit" => {
                 self.unknown_fields(&path, fields, &["namespace", "limits"]);
                 rule.budget = self.namespace_limit(&path, value, fields);
-                self.warning(
-                    &path,
-                    key,
-                    "limits are not enforced yet: the pods it selects are sent to virtual nodes as with virtualNodeOnly",
-                );
                 SchedulingPolicy::VirtualNodeOnly
             }
             _ => {
@@ -348,7 +343,7 @@ mod tests {
             "{HEAD}spec:\n  namespaceLabels: {{matchLabels: {{team: a}}}}\n  policy:\n    namespaceResourceLimit:\n      namespace: team-a\n      limits: {{cpu: \"8\", memory: 16Gi}}\n"
         ));
         let text = messages(&c);
-        assert!(text.contains("s.yaml:8:5: warning: selector \"web\": spec.policy.namespaceResourceLimit: limits are not enforced yet"), "{text}");
+        assert!(!text.contains("namespaceResourceLimit"), "enforced: {text}");
         assert_eq!(
             c.rule.unwrap().budget,
             Some(Budget {
