@@ -1806,7 +1806,7 @@ fn network_policy_values() {
 // Alerts.
 
 /// The shipped alerts, in order.
-const ALERTS: [&str; 10] = [
+const ALERTS: [&str; 12] = [
     "EciProfileWebhookFailingOpen",
     "EciProfileWebhookRejecting",
     "EciProfileReplicasUnavailable",
@@ -1814,6 +1814,8 @@ const ALERTS: [&str; 10] = [
     "EciProfileSlowAdmission",
     "EciProfileInvalidProfile",
     "EciProfileInvalidSelectors",
+    "EciProfileBudgetsNotCounted",
+    "EciProfileDeletionCostFailing",
     "EciProfileHttpRefusals",
     "EciProfileTlsHandshakeFailures",
     "EciProfileCertificateExpiring",
@@ -2130,6 +2132,45 @@ fn alert_cases(webhook: &str) -> Vec<AlertCase> {
                     vec![json!({"severity": "warning", "state": "invalid"})],
                 ),
                 ("30m", "EciProfileInvalidSelectors", vec![]),
+            ],
+        ),
+        // Budgets configured: one replica cannot list the pods; the other
+        // has none configured (not alerted).
+        (
+            vec![
+                (r#"eci_profile_budgets_configured{pod="a"}"#, "2x40"),
+                (r#"eci_profile_sent_pods_synced{pod="a"}"#, "0x20 1x20"),
+                (r#"eci_profile_budgets_configured{pod="b"}"#, "0x40"),
+                (r#"eci_profile_sent_pods_synced{pod="b"}"#, "0x40"),
+            ],
+            vec![
+                ("5m", "EciProfileBudgetsNotCounted", vec![]),
+                (
+                    "15m",
+                    "EciProfileBudgetsNotCounted",
+                    vec![json!({"severity": "warning", "pod": "a"})],
+                ),
+                ("30m", "EciProfileBudgetsNotCounted", vec![]),
+            ],
+        ),
+        (
+            vec![
+                (
+                    r#"eci_profile_deletion_cost_patches_total{pod="a", result="failure"}"#,
+                    "0+5x40",
+                ),
+                (
+                    r#"eci_profile_deletion_cost_patches_total{pod="a", result="success"}"#,
+                    "0+50x40",
+                ),
+            ],
+            vec![
+                ("10m", "EciProfileDeletionCostFailing", vec![]),
+                (
+                    "25m",
+                    "EciProfileDeletionCostFailing",
+                    vec![json!({"severity": "warning"})],
+                ),
             ],
         ),
         // 99 requests in 100 take more than a second.
