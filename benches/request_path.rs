@@ -2,7 +2,8 @@
 //! bytes (what the server does per request, minus HTTP and TLS), and the
 //! decision with the patch alone, for three pods and profiles of 1, 100 and
 //! 10,000 selectors; and reading the request next to serde_json merely
-//! skipping it, the floor for any reader built on it.
+//! skipping it, the floor for any reader built on it; and the request with
+//! a budget checked and reserved next to the same profile without one.
 //!
 //!     cargo bench --bench request_path
 
@@ -75,6 +76,44 @@ fn bench(c: &mut Criterion) {
         decide.finish();
     }
 
+    // Budgets: the same request with the rule's budget checked and a place
+    // reserved in a ledger holding 10,000 pods in 100 namespaces, next to
+    // the same profile without limits.
+    let mut budgets = c.benchmark_group("budgets/100_selectors");
+    let body = data::fixture("create-deployment-pod");
+    let manifest = data::profile_manifest(100);
+    let limited = manifest.replace(
+        r#""name":"batch-api""#,
+        r#""limits":{"pods":1000000,"requests.cpu":"100000","requests.memory":"1000Ti"},"name":"batch-api""#,
+    );
+    assert_ne!(limited, manifest);
+    let ledger = std::sync::Mutex::new(ledger_with_pods(10_000, 100));
+    for (name, manifest) in [("off", manifest), ("on", limited)] {
+        let data = ProfileData::from_manifest("bench", &manifest).unwrap();
+        let profile = profile::compile(&data).into_result().unwrap().0;
+        assert_eq!(profile.has_budgets(), name == "on");
+        budgets.bench_function(name, |b| {
+            b.iter(|| {
+                let now = std::time::Instant::now();
+                let gate = eci_profile::budgets::Reserving {
+                    ledger: &ledger,
+                    id: "request-uid",
+                    now,
+                    expires: now + eci_profile::budgets::RESERVATION_TTL,
+                };
+                let context = Context {
+                    profile: &profile,
+                    exclusions: &exclusions,
+                    namespaces: &namespaces,
+                    budgets: &gate,
+                };
+                review::review(black_box(&body), context).unwrap().response
+            })
+        });
+    }
+    assert_eq!(ledger.lock().unwrap().len(), (10_000, 1));
+    budgets.finish();
+
     // Reading the request against the floor of any serde_json reader:
     // skipping the whole body (every byte scanned, nothing kept).
     let mut parse = c.benchmark_group("parse");
@@ -93,6 +132,24 @@ fn bench(c: &mut Criterion) {
         });
     }
     parse.finish();
+}
+
+/// A ledger tracking `pods` pods sent to virtual nodes, spread over `namespaces`.
+fn ledger_with_pods(pods: usize, namespaces: usize) -> eci_profile::budgets::Ledger {
+    use eci_profile::budgets::{Amounts, Ledger, Quantity, ledger::Seen};
+    let mut ledger = Ledger::default();
+    for i in 0..pods {
+        let (uid, namespace) = (format!("uid-{i}"), format!("ns-{}", i % namespaces));
+        ledger.observe(Seen {
+            uid: &uid,
+            namespace: &namespace,
+            node: None,
+            amounts: Amounts::pod(Quantity(500), Quantity(1 << 40)),
+            live: true,
+            reservation: None,
+        });
+    }
+    ledger
 }
 
 criterion_group! {
