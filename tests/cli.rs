@@ -614,3 +614,193 @@ fn the_open_source_eci_profiles_examples_are_read_verbatim() {
         "fair: tolerations only: {text}"
     );
 }
+
+/// A ConfigMap rule with a budget for each namespace it selects.
+const BUDGETED: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: eci-profile
+  namespace: kube-system
+data:
+  selectors: |
+    [{"name": "team-cap", "objectSelector": {"matchLabels": {"eci": "true"}},
+      "limits": {"pods": 40, "requests.cpu": "64", "requests.memory": "64Gi"}}]
+"#;
+
+/// A pod of namespace team-a the budgeted rule selects, asking for `cpu`.
+fn budgeted_pod(name: &str, cpu: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: team-a\n  labels:\n    eci: \"true\"\nspec:\n  containers:\n    - name: c\n      image: nginx\n      resources:\n        requests:\n          cpu: \"{cpu}\"\n          memory: 4Gi\n"
+    )
+}
+
+/// `check --profile BUDGETED [--usage-file usage] pods...`, in explain
+/// form; `test` names the profile's temporary directory.
+fn check_budgeted(test: &str, usage: Option<&Path>, pods: &[&str]) -> Output {
+    let profile = write_temp(&format!("budgeted-{test}"), BUDGETED);
+    let mut args = vec!["check", "--profile", profile.to_str().unwrap()];
+    if let Some(usage) = usage {
+        args.extend(["--usage-file", usage.to_str().unwrap()]);
+    }
+    run_stdin(&args, pods.join("---\n").as_bytes())
+}
+
+#[test]
+fn check_holds_pods_to_budgets_with_the_usage_file() {
+    let pod = budgeted_pod("web", "2");
+    // The namespace is full: the pod stays off virtual nodes, with the warning.
+    let full = write_temp(
+        "usage-full",
+        "team-a:\n  pods: 40\n  requests.cpu: \"10\"\n  requests.memory: 20Gi\n",
+    );
+    let out = check_budgeted("full", Some(&full), &[&pod]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("result:    SKIPPED: left unchanged: budget of rule team-cap in namespace team-a: 40/40 pods"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning:   eci-profile: pod not sent to a virtual node: budget of rule team-cap in namespace team-a: 40/40 pods"),
+        "{text}"
+    );
+    assert!(
+        text.contains("budget:    rule team-cap (each namespace it selects): 40/40 pods, 10/64 requests.cpu, 20Gi/64Gi requests.memory (namespace team-a)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "in use from {}; the pod adds 1 pod, 2 requests.cpu, 4Gi requests.memory",
+            full.display()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("patch:     none"), "{text}");
+    // Room left (bare cpu and memory are requests): sent.
+    let below = write_temp(
+        "usage-below",
+        "team-a: {pods: 12, cpu: 10, memory: 20Gi}\nteam-b: {pods: 40}\n",
+    );
+    let out = check_budgeted("below", Some(&below), &[&pod]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains("MUTATED: sent to a virtual node"), "{text}");
+    assert!(
+        text.contains("budget:    rule team-cap (each namespace it selects): 12/40 pods, 10/64 requests.cpu, 20Gi/64Gi requests.memory (namespace team-a)"),
+        "{text}"
+    );
+    assert!(!text.contains("warning:"), "{text}");
+}
+
+#[test]
+fn check_holds_pods_to_budgets_without_usage_and_each_pod_on_its_own() {
+    // Nothing in use: only a pod larger than the budget is over it.
+    let out = check_budgeted(
+        "none",
+        None,
+        &[&budgeted_pod("small", "2"), &budgeted_pod("huge", "65")],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let (small, huge) = text.split_once("\n\n").expect("two pods");
+    assert!(small.contains("MUTATED"), "{small}");
+    assert!(
+        small.contains("0/40 pods, 0/64 requests.cpu, 0/64Gi requests.memory (namespace team-a)"),
+        "{small}"
+    );
+    assert!(
+        small.contains("nothing in use (no --usage-file); the pod adds 1 pod"),
+        "{small}"
+    );
+    assert!(
+        huge.contains(
+            "budget of rule team-cap in namespace team-a: 0/64 requests.cpu (the pod requests 65)"
+        ),
+        "{huge}"
+    );
+    // One place left: each pod of a run is checked against the file alone,
+    // so both fit.
+    let usage = write_temp("usage-one-left", r#"{"team-a": {"pods": 39}}"#);
+    let out = check_budgeted(
+        "one-left",
+        Some(&usage),
+        &[&budgeted_pod("a", "1"), &budgeted_pod("b", "1")],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert_eq!(text.matches("MUTATED").count(), 2, "{text}");
+    assert_eq!(text.matches("39/40 pods").count(), 2, "{text}");
+}
+
+#[test]
+fn check_counts_the_live_pods_of_a_pod_list() {
+    let item = |name: &str, phase: &str| {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Pod",
+                "metadata": {{"name": "{name}", "namespace": "team-a", "uid": "uid-{name}",
+                             "labels": {{"eci-profile.io/virtual-node": "true"}}}},
+                "spec": {{"nodeName": "virtual-kubelet-cn-hangzhou-h",
+                          "containers": [{{"name": "c", "resources": {{"requests": {{"cpu": "30", "memory": "1Gi"}}}}}}]}},
+                "status": {{"phase": "{phase}"}}}}"#
+        )
+    };
+    let list = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "metadata": {{"resourceVersion": ""}},
+            "items": [{}, {}, {}]}}"#,
+        item("a", "Running"),
+        item("b", "Pending"),
+        item("done", "Succeeded")
+    );
+    let usage = write_temp("usage-pod-list", &list);
+    let out = check_budgeted(
+        "pod-list",
+        Some(&usage),
+        &[&budgeted_pod("fits", "4"), &budgeted_pod("too-big", "5")],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let (fits, too_big) = text.split_once("\n\n").expect("two pods");
+    assert!(fits.contains("MUTATED"), "{fits}");
+    assert!(
+        fits.contains("2/40 pods, 60/64 requests.cpu, 2Gi/64Gi requests.memory (namespace team-a)"),
+        "{fits}"
+    );
+    assert!(
+        too_big.contains("SKIPPED: left unchanged: budget of rule team-cap in namespace team-a: 60/64 requests.cpu (the pod requests 5)"),
+        "{too_big}"
+    );
+}
+
+#[test]
+fn a_malformed_usage_file_is_an_error() {
+    let pod = budgeted_pod("web", "2");
+    let usage = write_temp("usage-malformed", "team-a:\n  pods: 3\n  pod: 1\n");
+    let out = check_budgeted("malformed", Some(&usage), &[&pod]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "{}: namespace team-a, key pod: not a budget resource",
+            usage.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+    let usage = write_temp("usage-not-a-quantity", "team-a: {requests.memory: lots}\n");
+    let out = check_budgeted("not-a-quantity", Some(&usage), &[&pod]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "namespace team-a, key requests.memory: not a quantity of 0 or more: \"lots\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = check_budgeted("missing", Some(Path::new("/does/not/exist.yaml")), &[&pod]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("/does/not/exist.yaml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}

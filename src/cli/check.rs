@@ -5,13 +5,15 @@ use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
+use eci_profile::budgets::{self, Checking, Ledger, Quantity, Resource};
 use eci_profile::decision::{Exclusions, Outcome, Target};
 use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
 use eci_profile::profile::SchedulingPolicy;
 use eci_profile::review::{self, Context, Evaluation};
-use eci_profile::sources::file::read_namespaces;
+use eci_profile::sources::file::{read_namespaces, read_usage};
 use eci_profile::truncate::echo;
 use serde_json::{Value, json};
 
@@ -23,6 +25,11 @@ pub struct CheckArgs {
     /// Namespace manifests giving namespace labels (e.g. `kubectl get ns -o yaml`)
     #[arg(long, value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
+    /// What each namespace holds on virtual nodes, checked against budgets: a map
+    /// `namespace: {pods: N, requests.cpu: Q, requests.memory: Q}` or a PodList
+    /// (every live pod in it counts) [default: nothing in use]
+    #[arg(long, value_name = "FILE")]
+    usage_file: Option<PathBuf>,
     /// Namespace for pods and workloads whose manifest names none [default: their own, else default]
     #[arg(long, value_name = "NS")]
     namespace: Option<String>,
@@ -66,12 +73,18 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         Some(path) => read_namespaces(path)?,
         None => StaticNamespaces::default(),
     };
+    // Each pod is checked against the file's usage alone: pods of one run
+    // do not take places from each other.
+    let usage = Mutex::new(match &args.usage_file {
+        Some(path) => read_usage(path)?,
+        None => Ledger::default(),
+    });
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let context = Context {
         profile: &profile,
         exclusions: &exclusions,
         namespaces: &namespaces,
-        budgets: &eci_profile::budgets::Unlimited,
+        budgets: &Checking(&usage),
     };
     let mut cases = Vec::new();
     for path in super::inputs(&args.inputs) {
@@ -111,11 +124,14 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
                 if i > 0 {
                     out.push('\n');
                 }
+                let usage = usage.lock().unwrap_or_else(|e| e.into_inner());
                 explain(
                     &mut out,
                     &case.label,
                     &evaluation,
                     namespaces.labels(&evaluation.namespace).is_some(),
+                    &usage,
+                    args.usage_file.as_deref(),
                 );
             }
         }
@@ -278,8 +294,16 @@ fn pod_from_template(
     }))
 }
 
-/// Plain words about one evaluation.
-fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace_known: bool) {
+/// Plain words about one evaluation; `usage` is what namespaces hold on
+/// virtual nodes, read from `usage_file` (none: nothing in use).
+fn explain(
+    out: &mut String,
+    label: &str,
+    evaluation: &Evaluation<'_>,
+    namespace_known: bool,
+    usage: &Ledger,
+    usage_file: Option<&Path>,
+) {
     let decision = &evaluation.decision;
     let pod = evaluation
         .pod
@@ -348,6 +372,7 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
             effect_only.join(", ")
         );
     }
+    explain_budget(out, evaluation, usage, usage_file);
     for warning in &decision.warnings {
         let _ = writeln!(out, "  warning:   {warning}");
     }
@@ -358,5 +383,113 @@ fn explain(out: &mut String, label: &str, evaluation: &Evaluation<'_>, namespace
         for add in decision.patch.operations() {
             let _ = writeln!(out, "    add {} {}", add.path(), add.value());
         }
+    }
+}
+
+/// The budget of the rule that decided (the first that selects the pod),
+/// with the usage in the pod's namespace against its limits.
+fn explain_budget(
+    out: &mut String,
+    evaluation: &Evaluation<'_>,
+    usage: &Ledger,
+    usage_file: Option<&Path>,
+) {
+    let (Some(pod), Some(rule)) = (&evaluation.pod, evaluation.decision.selected.first()) else {
+        return;
+    };
+    let Some(budget) = &rule.budget else { return };
+    let namespace = &evaluation.namespace;
+    let scope = match &budget.namespace {
+        None => "each namespace it selects".to_string(),
+        Some(only) => format!("namespace {} only", echo(only)),
+    };
+    let head = format!("rule {} ({scope})", echo(&rule.name));
+    if budget
+        .namespace
+        .as_ref()
+        .is_some_and(|only| only != namespace)
+    {
+        let _ = writeln!(
+            out,
+            "  budget:    {head}: not for namespace {}",
+            echo(namespace)
+        );
+        return;
+    }
+    let (used, requested) = (usage.used(namespace), budgets::requests::of_spec(&pod.spec));
+    let limits = &budget.limits.0;
+    if limits.is_empty() {
+        let _ = writeln!(out, "  budget:    {head}: no limit on what it counts");
+        return;
+    }
+    let against: Vec<String> = limits
+        .iter()
+        .map(|&(resource, limit)| {
+            format!(
+                "{}/{} {resource}",
+                amount(resource, used.of(resource)),
+                amount(resource, limit)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  budget:    {head}: {} (namespace {})",
+        against.join(", "),
+        echo(namespace)
+    );
+    let asked: Vec<String> = limits
+        .iter()
+        .map(|&(resource, _)| match resource {
+            Resource::Pods => "1 pod".to_string(),
+            _ => format!("{} {resource}", amount(resource, requested.of(resource))),
+        })
+        .collect();
+    let source = match usage_file {
+        Some(path) => format!("in use from {}", path.display()),
+        None => "nothing in use (no --usage-file)".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "             {source}; the pod adds {}",
+        asked.join(", ")
+    );
+}
+
+/// `amount` of `resource` as a person writes it: memory in the largest
+/// binary unit that divides it (`20Gi`), the rest as [`Quantity`] shows it.
+fn amount(resource: Resource, amount: Quantity) -> String {
+    const UNITS: [(&str, u32); 6] = [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ];
+    if resource == Resource::Memory && amount.0 > 0 && amount.0 % 1000 == 0 {
+        let bytes = amount.0 / 1000;
+        for (suffix, shift) in UNITS {
+            if bytes % (1i128 << shift) == 0 {
+                return format!("{}{suffix}", bytes >> shift);
+            }
+        }
+    }
+    amount.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_shown_in_binary_units_when_exact() {
+        let q = |text: &str| Quantity::parse(text).unwrap();
+        assert_eq!(amount(Resource::Memory, q("64Gi")), "64Gi");
+        assert_eq!(amount(Resource::Memory, q("1.5Gi")), "1536Mi");
+        assert_eq!(amount(Resource::Memory, q("1G")), "1000000000");
+        assert_eq!(amount(Resource::Memory, q("0")), "0");
+        assert_eq!(amount(Resource::Cpu, q("2048")), "2048");
+        assert_eq!(amount(Resource::Cpu, q("250m")), "250m");
     }
 }

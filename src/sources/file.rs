@@ -1,11 +1,17 @@
 //! Profiles and namespaces from the local filesystem: a ConfigMap manifest
-//! (YAML or JSON) or a directory with one file per key (a mounted ConfigMap).
+//! (YAML or JSON) or a directory with one file per key (a mounted ConfigMap);
+//! and budget usage for `check --usage-file`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::Deserialize as _;
+use serde_json::Value;
+
 use super::watch::{self, Changes};
+use crate::budgets::ledger::Seen;
+use crate::budgets::{Amounts, Ledger, Quantity, Resource, requests};
 use crate::digest;
 use crate::metrics::Metrics;
 use crate::namespaces::StaticNamespaces;
@@ -127,6 +133,129 @@ pub fn read_namespaces(path: &Path) -> Result<StaticNamespaces, String> {
     StaticNamespaces::from_manifests(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Reads what each namespace holds on virtual nodes (for `check
+/// --usage-file`), YAML or JSON, either:
+/// - a map `namespace -> {pods: N, requests.cpu: "12", requests.memory: "20Gi"}`
+///   (budget keys: bare `cpu` and `memory` mean requests; missing keys are 0);
+/// - a PodList (`kubectl get pods -A -l eci-profile.io/virtual-node=true -o json`):
+///   each live pod (neither Succeeded, Failed nor being deleted) counts with
+///   its requests, whatever node it is on.
+pub fn read_usage(path: &Path) -> Result<Ledger, String> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    usage_from_text(&text).map_err(|e| format!("{name}: {e}"))
+}
+
+/// [`read_usage`] on the file's text.
+fn usage_from_text(text: &str) -> Result<Ledger, String> {
+    let document: Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| format!("not YAML: {}", e.without_snippet()))?
+    };
+    match document {
+        Value::Null => Ok(Ledger::default()),
+        Value::Object(map) => match map.get("kind") {
+            Some(Value::String(kind)) if kind == "PodList" || kind == "List" => {
+                usage_of_pods(map.get("items"))
+            }
+            Some(Value::String(kind)) => Err(format!(
+                "expected a PodList or a map of namespaces to usage, found kind {}",
+                crate::truncate::echo(kind)
+            )),
+            _ => usage_by_namespace(map),
+        },
+        _ => Err("expected a PodList or a map of namespaces to usage".into()),
+    }
+}
+
+/// The usage of a map `namespace -> {resource: quantity}`.
+fn usage_by_namespace(map: serde_json::Map<String, Value>) -> Result<Ledger, String> {
+    let mut ledger = Ledger::default();
+    for (namespace, usage) in &map {
+        let ns = crate::truncate::echo(namespace);
+        let resources = match usage {
+            Value::Object(resources) => resources,
+            Value::Null => continue,
+            _ => {
+                return Err(format!(
+                    "namespace {ns}: expected a map such as {{pods: 12, requests.cpu: \"10\"}}"
+                ));
+            }
+        };
+        let mut amounts = Amounts::default();
+        for (key, value) in resources {
+            let at = format!("namespace {ns}, key {}", crate::truncate::echo(key));
+            let resource = Resource::parse(key).ok_or_else(|| {
+                format!("{at}: not a budget resource (pods, requests.cpu or cpu, requests.memory or memory)")
+            })?;
+            let quantity = match value {
+                Value::String(text) => Quantity::parse(text),
+                Value::Number(number) => Quantity::parse(&number.to_string()),
+                _ => None,
+            }
+            .filter(|q| q.0 >= 0)
+            .ok_or_else(|| format!("{at}: not a quantity of 0 or more: {value}"))?;
+            match resource {
+                Resource::Pods => amounts.pods = quantity,
+                Resource::Cpu => amounts.cpu = quantity,
+                Resource::Memory => amounts.memory = quantity,
+            }
+        }
+        ledger.observe(Seen {
+            uid: namespace,
+            namespace,
+            node: None,
+            amounts,
+            live: true,
+            reservation: None,
+        });
+    }
+    Ok(ledger)
+}
+
+/// The usage of a PodList's `items`: every live pod, wherever bound.
+fn usage_of_pods(items: Option<&Value>) -> Result<Ledger, String> {
+    let items = match items {
+        Some(Value::Array(items)) => items.as_slice(),
+        None | Some(Value::Null) => &[],
+        Some(_) => return Err("items: expected a list of pods".into()),
+    };
+    let mut ledger = Ledger::default();
+    for (i, item) in items.iter().enumerate() {
+        if let Some(kind) = item.get("kind").and_then(Value::as_str)
+            && kind != "Pod"
+        {
+            return Err(format!(
+                "items[{i}]: expected a Pod, found kind {}",
+                crate::truncate::echo(kind)
+            ));
+        }
+        let pod = super::pods::SentPod::deserialize(item)
+            .map_err(|e| format!("items[{i}]: not a pod: {e}"))?;
+        let namespace = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or_else(|| format!("items[{i}]: the pod has no metadata.namespace"))?;
+        // Items without a uid (hand-written lists) count once each.
+        let uid = pod
+            .metadata
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("items[{i}]"));
+        ledger.observe(Seen {
+            uid: &uid,
+            namespace,
+            node: None,
+            amounts: requests::of_spec(&pod.spec),
+            live: pod.is_live(),
+            reservation: None,
+        });
+    }
+    Ok(ledger)
+}
+
 /// Reads and compiles a profile file; errors are the findings, as text.
 pub fn load_profile(path: &Path) -> Result<(Profile, Diagnostics), String> {
     let (manifests, _) = read_profile(path).map_err(|d| d.to_string())?;
@@ -222,5 +351,103 @@ pub fn follow_profile(
             changes.next().await;
             file.reload();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(text: &str) -> Quantity {
+        Quantity::parse(text).unwrap()
+    }
+
+    #[test]
+    fn usage_by_namespace_in_yaml_or_json() {
+        let yaml = "team-a:\n  pods: 12\n  requests.cpu: \"10\"\n  memory: 20Gi\nteam-b: {cpu: 500m}\nempty:\n";
+        let ledger = usage_from_text(yaml).unwrap();
+        assert_eq!(
+            ledger.used("team-a"),
+            Amounts {
+                pods: Quantity::units(12),
+                cpu: q("10"),
+                memory: q("20Gi"),
+            }
+        );
+        assert_eq!(ledger.used("team-b").cpu, Quantity(500));
+        assert_eq!(ledger.used("team-b").pods, Quantity(0));
+        assert_eq!(ledger.used("empty"), Amounts::default());
+        let json = r#"{"team-a": {"pods": 40, "requests.memory": "1.5Gi"}}"#;
+        let ledger = usage_from_text(json).unwrap();
+        assert_eq!(ledger.used("team-a").pods, Quantity::units(40));
+        assert_eq!(ledger.used("team-a").memory, q("1536Mi"));
+        assert_eq!(usage_from_text("").unwrap().usage().count(), 0);
+    }
+
+    #[test]
+    fn usage_errors_name_the_namespace_and_key() {
+        let error = |text: &str| usage_from_text(text).unwrap_err();
+        assert_eq!(
+            error("team-a:\n  pod: 3\n"),
+            "namespace team-a, key pod: not a budget resource (pods, requests.cpu or cpu, requests.memory or memory)"
+        );
+        assert_eq!(
+            error("team-a:\n  cpu: lots\n"),
+            "namespace team-a, key cpu: not a quantity of 0 or more: \"lots\""
+        );
+        assert_eq!(
+            error("team-a:\n  pods: -1\n"),
+            "namespace team-a, key pods: not a quantity of 0 or more: -1"
+        );
+        assert!(error("team-a: 3\n").starts_with("namespace team-a: expected a map"));
+        assert!(error("- a\n- b\n").starts_with("expected a PodList"));
+        assert!(error("kind: NamespaceList\n").contains("found kind NamespaceList"));
+        assert!(error("{\"team-a\": ").starts_with("not JSON: "));
+        assert!(error("team-a: [\n").starts_with("not YAML: "));
+    }
+
+    #[test]
+    fn usage_of_a_pod_list_counts_live_pods_wherever_bound() {
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"kind": "Pod", "metadata": {"name": "a", "namespace": "team-a", "uid": "1"},
+                 "spec": {"nodeName": "virtual-kubelet", "containers": [{"name": "c", "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]},
+                 "status": {"phase": "Running"}},
+                {"metadata": {"name": "b", "namespace": "team-a"},
+                 "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}},
+                {"metadata": {"name": "done", "namespace": "team-a", "uid": "3"},
+                 "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "8"}}}]},
+                 "status": {"phase": "Succeeded"}},
+                {"metadata": {"name": "going", "namespace": "team-a", "uid": "4",
+                              "deletionTimestamp": "2026-11-30T10:00:00Z"},
+                 "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "8"}}}]}},
+                {"metadata": {"name": "c", "namespace": "team-b", "uid": "5"}, "spec": {}}
+            ]
+        });
+        let ledger = usage_from_text(&list.to_string()).unwrap();
+        assert_eq!(
+            ledger.used("team-a"),
+            Amounts {
+                pods: Quantity::units(2),
+                cpu: Quantity(2500),
+                memory: q("4Gi"),
+            }
+        );
+        assert_eq!(ledger.used("team-b").pods, Quantity::units(1));
+        let error = |text: &str| usage_from_text(text).unwrap_err();
+        assert_eq!(
+            error(r#"{"kind": "PodList", "items": [{"kind": "Pod", "metadata": {"name": "x"}}]}"#),
+            "items[0]: the pod has no metadata.namespace"
+        );
+        assert!(
+            error(r#"{"kind": "List", "items": [{"kind": "Deployment"}]}"#)
+                .contains("items[0]: expected a Pod, found kind Deployment")
+        );
+        assert!(
+            error(r#"{"kind": "PodList", "items": [{"metadata": {"namespace": 3}}]}"#)
+                .starts_with("items[0]: not a pod: ")
+        );
     }
 }
