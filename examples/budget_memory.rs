@@ -1,8 +1,9 @@
 //! Memory held for budgets: the webhook's sent-pod follower (the same code
 //! as in a cluster) lists `PODS` pods sent to virtual nodes (default
 //! 10,000, in 100 namespaces, half bound to the virtual node, half pending)
-//! from an in-process fake API server, which builds each list on the fly
-//! and keeps nothing. Prints the heap held and the resident set size before
+//! from an in-process fake API server, which serves the list in pages (as
+//! the API server does: the watch asks for 500 pods a page) built on the
+//! fly and keeps nothing. Prints the heap held and the resident set size before
 //! the follower starts and once it has synced.
 //!
 //!     cargo run --release --example budget_memory
@@ -50,15 +51,20 @@ static ALLOCATOR: Counting = Counting;
 
 const VIRTUAL: &str = "virtual-kubelet-cn-hangzhou-k";
 
-fn rss_kib() -> u64 {
+/// A `/proc/self/status` figure, in KiB.
+fn kib(key: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    kib("VmRSS:")
 }
 
 /// A pod as the API server lists it: a Deployment's pod, with the fields
@@ -108,6 +114,7 @@ fn is_watch(query: &Option<String>) -> bool {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     eci_profile::tls::install_default_provider();
+    eci_profile::server::budget::tune_allocator(&Limits::default());
     let pods: usize = std::env::var("PODS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -141,10 +148,36 @@ async fn main() {
                     >())
                     .into_response();
                 }
-                let items: Vec<Value> = (0..pods).map(pod).collect();
-                axum::Json(json!({"apiVersion": "v1", "kind": "PodList",
-                    "metadata": {"resourceVersion": "100"}, "items": items}))
-                .into_response()
+                // Pages, as the API server serves a list with `limit`.
+                let param = |name: &str| {
+                    query.as_deref().and_then(|q| {
+                        q.split('&')
+                            .find_map(|p| p.strip_prefix(name))
+                            .and_then(|v| v.parse::<usize>().ok())
+                    })
+                };
+                let start = param("continue=").unwrap_or(0);
+                let end = (start + param("limit=").unwrap_or(pods)).min(pods);
+                // Written pod by pod: the fake holds one page's text at most.
+                let mut page = String::from(
+                    r#"{"apiVersion":"v1","kind":"PodList","metadata":{"resourceVersion":"100""#,
+                );
+                if end < pods {
+                    page.push_str(&format!(r#","continue":"{end}""#));
+                }
+                page.push_str(r#"},"items":["#);
+                for i in start..end {
+                    if i > start {
+                        page.push(',');
+                    }
+                    page.push_str(&pod(i).to_string());
+                }
+                page.push_str("]}");
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    page,
+                )
+                    .into_response()
             }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -177,6 +210,13 @@ async fn main() {
     // Let the list's buffers go.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (heap_after, rss_after) = (HELD.load(Ordering::Relaxed), rss_kib());
+    // What the allocator keeps of freed memory, given back.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let rss_trimmed = rss_kib();
     let (tracked, _) = state.ledger.lock().unwrap().len();
     assert_eq!(tracked, pods);
     let mib = |bytes: f64| bytes / (1024.0 * 1024.0);
@@ -185,11 +225,16 @@ async fn main() {
         "  heap held: {:.1} MiB before, {:.1} MiB after: {:.0} bytes a pod",
         mib(heap_before as f64),
         mib(heap_after as f64),
-        (heap_after - heap_before) as f64 / pods as f64
+        (heap_after - heap_before) as f64 / pods.max(1) as f64
     );
     println!(
         "  resident:  {:.1} MiB before, {:.1} MiB after (peak includes the list being read)",
         rss_before as f64 / 1024.0,
         rss_after as f64 / 1024.0
+    );
+    println!(
+        "  resident after malloc_trim: {:.1} MiB; peak: {:.1} MiB",
+        rss_trimmed as f64 / 1024.0,
+        kib("VmHWM:") as f64 / 1024.0
     );
 }

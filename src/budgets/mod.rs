@@ -46,6 +46,31 @@ impl Resource {
     }
 }
 
+impl Resource {
+    /// `amount` of this resource as a person writes it: memory in the
+    /// largest binary unit that divides it (`20Gi`), the rest as
+    /// [`Quantity`] shows it.
+    pub fn show(self, amount: Quantity) -> String {
+        const UNITS: [(&str, u32); 6] = [
+            ("Ei", 60),
+            ("Pi", 50),
+            ("Ti", 40),
+            ("Gi", 30),
+            ("Mi", 20),
+            ("Ki", 10),
+        ];
+        if self == Resource::Memory && amount.0 > 0 && amount.0 % 1000 == 0 {
+            let bytes = amount.0 / 1000;
+            for (suffix, shift) in UNITS {
+                if bytes % (1i128 << shift) == 0 {
+                    return format!("{}{suffix}", bytes >> shift);
+                }
+            }
+        }
+        amount.to_string()
+    }
+}
+
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(self.as_str())
@@ -109,9 +134,16 @@ pub struct Over {
 
 impl fmt::Display for Over {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "{}/{} {}", self.used, self.limit, self.resource)?;
+        let show = |q| self.resource.show(q);
+        write!(
+            f,
+            "{}/{} {}",
+            show(self.used),
+            show(self.limit),
+            self.resource
+        )?;
         if self.resource != Resource::Pods {
-            write!(f, " (the pod requests {})", self.requested)?;
+            write!(f, " (the pod requests {})", show(self.requested))?;
         }
         Ok(())
     }
@@ -274,6 +306,26 @@ mod tests {
         assert_eq!(Resource::parse("requests.memory"), Some(Resource::Memory));
         assert_eq!(Resource::parse("limits.cpu"), None);
         assert_eq!(Resource::Cpu.to_string(), "requests.cpu");
+    }
+
+    #[test]
+    fn memory_is_shown_in_binary_units_when_exact() {
+        assert_eq!(Resource::Memory.show(q("64Gi")), "64Gi");
+        assert_eq!(Resource::Memory.show(q("1.5Gi")), "1536Mi");
+        assert_eq!(Resource::Memory.show(q("1G")), "1000000000");
+        assert_eq!(Resource::Memory.show(q("0")), "0");
+        assert_eq!(Resource::Cpu.show(q("2048")), "2048");
+        assert_eq!(Resource::Cpu.show(q("250m")), "250m");
+        let over = Limits(vec![(Resource::Memory, q("64Gi"))])
+            .check(
+                &Amounts::pod(q("0"), q("63Gi")),
+                &Amounts::pod(q("0"), q("2Gi")),
+            )
+            .unwrap_err();
+        assert_eq!(
+            over.to_string(),
+            "63Gi/64Gi requests.memory (the pod requests 2Gi)"
+        );
     }
 
     #[test]

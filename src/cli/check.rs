@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
-use eci_profile::budgets::{self, Checking, Ledger, Quantity, Resource};
+use eci_profile::budgets::{self, Checking, Ledger, Resource};
 use eci_profile::decision::{Exclusions, Outcome, Target};
 use eci_profile::namespaces::{NamespaceLookup as _, StaticNamespaces};
 use eci_profile::profile::SchedulingPolicy;
@@ -427,8 +427,8 @@ fn explain_budget(
         .map(|&(resource, limit)| {
             format!(
                 "{}/{} {resource}",
-                amount(resource, used.of(resource)),
-                amount(resource, limit)
+                resource.show(used.of(resource)),
+                resource.show(limit)
             )
         })
         .collect();
@@ -442,7 +442,7 @@ fn explain_budget(
         .iter()
         .map(|&(resource, _)| match resource {
             Resource::Pods => "1 pod".to_string(),
-            _ => format!("{} {resource}", amount(resource, requested.of(resource))),
+            _ => format!("{} {resource}", resource.show(requested.of(resource))),
         })
         .collect();
     let source = match usage_file {
@@ -454,42 +454,4 @@ fn explain_budget(
         "             {source}; the pod adds {}",
         asked.join(", ")
     );
-}
-
-/// `amount` of `resource` as a person writes it: memory in the largest
-/// binary unit that divides it (`20Gi`), the rest as [`Quantity`] shows it.
-fn amount(resource: Resource, amount: Quantity) -> String {
-    const UNITS: [(&str, u32); 6] = [
-        ("Ei", 60),
-        ("Pi", 50),
-        ("Ti", 40),
-        ("Gi", 30),
-        ("Mi", 20),
-        ("Ki", 10),
-    ];
-    if resource == Resource::Memory && amount.0 > 0 && amount.0 % 1000 == 0 {
-        let bytes = amount.0 / 1000;
-        for (suffix, shift) in UNITS {
-            if bytes % (1i128 << shift) == 0 {
-                return format!("{}{suffix}", bytes >> shift);
-            }
-        }
-    }
-    amount.to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_is_shown_in_binary_units_when_exact() {
-        let q = |text: &str| Quantity::parse(text).unwrap();
-        assert_eq!(amount(Resource::Memory, q("64Gi")), "64Gi");
-        assert_eq!(amount(Resource::Memory, q("1.5Gi")), "1536Mi");
-        assert_eq!(amount(Resource::Memory, q("1G")), "1000000000");
-        assert_eq!(amount(Resource::Memory, q("0")), "0");
-        assert_eq!(amount(Resource::Cpu, q("2048")), "2048");
-        assert_eq!(amount(Resource::Cpu, q("250m")), "250m");
-    }
 }
