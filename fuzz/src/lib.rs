@@ -66,6 +66,7 @@ pub fn example_context() -> Context<'static> {
         profile: &EXAMPLE_PROFILE,
         exclusions: &EXCLUSIONS,
         namespaces: &*NAMESPACES,
+        budgets: &eci_profile::budgets::Unlimited,
     }
 }
 

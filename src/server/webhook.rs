@@ -224,7 +224,7 @@ fn decide(state: &State, request: AdmissionRequest<'_>, span: &tracing::Span) ->
     // A pod sent to a virtual node reserves its budget place under the
     // request's uid, which the API server repeats if it calls again; a dry
     // run creates no pod, so it only checks.
-    let uid = request.uid().to_string();
+    let uid = request.uid.clone();
     let now = std::time::Instant::now();
     let reserving = Reserving {
         ledger: &state.ledger,
