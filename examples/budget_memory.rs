@@ -9,9 +9,7 @@
 //!     cargo run --release --example budget_memory
 //!     PODS=100000 cargo run --release --example budget_memory
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,31 +21,10 @@ use eci_profile::namespaces::StaticNamespaces;
 use eci_profile::server::{Limits, State, cluster};
 use serde_json::{Value, json};
 
-/// The system allocator, counting the bytes held.
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static HELD: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::held;
 
 const VIRTUAL: &str = "virtual-kubelet-cn-hangzhou-k";
 
@@ -202,14 +179,14 @@ async fn main() {
     ));
     state.readiness.set_certificate_served();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (heap_before, rss_before) = (HELD.load(Ordering::Relaxed), rss_kib());
+    let (heap_before, rss_before) = (held(), rss_kib());
     cluster::follow_sent_pods(&state, client, None);
     while state.readiness.check().is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the list's buffers go.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (heap_after, rss_after) = (HELD.load(Ordering::Relaxed), rss_kib());
+    let (heap_after, rss_after) = (held(), rss_kib());
     // What the allocator keeps of freed memory, given back.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free memory to the system.

@@ -377,7 +377,6 @@ pub fn decide_within<'p>(
     let mut reserved = None;
     if let Some((rule, budget)) = budget {
         match budgets.admit(
-            &rule.name,
             &budget.limits,
             namespace.name,
             &crate::budgets::requests::of_spec(&pod.spec),

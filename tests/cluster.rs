@@ -18,7 +18,7 @@ use axum::extract::{Path, RawQuery, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
-use common::{admission_fixture, serve_command, serving_addresses};
+use common::{admission_fixture, eventually, is_watch, serve_command, serving_addresses};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::NamespaceLookup as _;
 use eci_profile::profile::Profile;
@@ -109,12 +109,6 @@ fn watch_stream(rx: broadcast::Receiver<String>) -> Body {
         }
     });
     Body::from_stream(lines)
-}
-
-fn is_watch(query: &Option<String>) -> bool {
-    query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
 }
 
 async fn list_or_watch_configmaps(
@@ -587,17 +581,6 @@ impl Fake {
             .fresh
             .insert(name.to_string(), namespace_object(name, labels, 99));
     }
-}
-
-async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
 }
 
 // ---------- the webhook side ----------

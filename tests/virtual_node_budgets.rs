@@ -19,6 +19,7 @@ use axum::extract::{Path, RawQuery, State as Extract};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::is_watch;
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::StaticNamespaces;
 use eci_profile::server::{Limits, State, admin, cluster, webhook};
@@ -133,12 +134,6 @@ fn watch_stream(
         }
     });
     Body::from_stream(lines)
-}
-
-fn is_watch(query: &Option<String>) -> bool {
-    query
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
 }
 
 fn record(fake: &Fake, line: String) {
@@ -367,15 +362,9 @@ fn key(pod: &Value) -> String {
     )
 }
 
-async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    condition()
+/// Waits at most 10 s for `condition`.
+async fn eventually(condition: impl FnMut() -> bool) -> bool {
+    common::eventually(Duration::from_secs(10), condition).await
 }
 
 // ---------- the webhook side ----------

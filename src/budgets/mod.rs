@@ -171,15 +171,9 @@ impl Limits {
 /// Where a pod takes its place in a budget, when the decision sends it to
 /// a virtual node: the server's [`Ledger`] (see [`Reserving`]), or none.
 pub trait Gate {
-    /// Takes `amounts` in `namespace` within `limits` (of rule `rule`), or
-    /// says why it does not fit.
-    fn admit(
-        &self,
-        rule: &str,
-        limits: &Limits,
-        namespace: &str,
-        amounts: &Amounts,
-    ) -> Result<(), Over>;
+    /// Takes `amounts` in `namespace` within `limits`, or says why it does
+    /// not fit.
+    fn admit(&self, limits: &Limits, namespace: &str, amounts: &Amounts) -> Result<(), Over>;
 
     /// The reservation a pod let through holds, recorded on the pod (see
     /// [`RESERVATION_ANNOTATION`]) so that the pod, once seen, ends it.
@@ -199,7 +193,7 @@ pub const RESERVATION_TTL: std::time::Duration = std::time::Duration::from_secs(
 pub struct Unlimited;
 
 impl Gate for Unlimited {
-    fn admit(&self, _: &str, _: &Limits, _: &str, _: &Amounts) -> Result<(), Over> {
+    fn admit(&self, _: &Limits, _: &str, _: &Amounts) -> Result<(), Over> {
         Ok(())
     }
 }
@@ -216,13 +210,7 @@ pub struct Reserving<'a> {
 }
 
 impl Gate for Reserving<'_> {
-    fn admit(
-        &self,
-        _: &str,
-        limits: &Limits,
-        namespace: &str,
-        amounts: &Amounts,
-    ) -> Result<(), Over> {
+    fn admit(&self, limits: &Limits, namespace: &str, amounts: &Amounts) -> Result<(), Over> {
         let mut ledger = self.ledger.lock().unwrap_or_else(|e| e.into_inner());
         ledger.expire(self.now);
         ledger.reserve(self.id, namespace, *amounts, limits, self.expires)
@@ -237,13 +225,7 @@ impl Gate for Reserving<'_> {
 pub struct Checking<'a>(pub &'a std::sync::Mutex<Ledger>);
 
 impl Gate for Checking<'_> {
-    fn admit(
-        &self,
-        _: &str,
-        limits: &Limits,
-        namespace: &str,
-        amounts: &Amounts,
-    ) -> Result<(), Over> {
+    fn admit(&self, limits: &Limits, namespace: &str, amounts: &Amounts) -> Result<(), Over> {
         let ledger = self.0.lock().unwrap_or_else(|e| e.into_inner());
         limits.check(&ledger.used(namespace), amounts)
     }

@@ -180,3 +180,23 @@ pub fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
     let address = |name: &str| log["fields"][name].as_str()?.parse().ok();
     Some((address("webhook")?, address("admin")?))
 }
+
+/// Whether a list request's query asks for a watch (the fake API servers).
+pub fn is_watch(query: &Option<String>) -> bool {
+    query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
+}
+
+/// Waits until `condition` holds, checking every 20 ms, at most `limit`;
+/// whether it held.
+pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    condition()
+}
