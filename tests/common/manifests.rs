@@ -45,6 +45,18 @@ pub fn kustomize(overlay: &str) -> Vec<Value> {
 
 /// `kubectl kustomize` of a user's kustomization: `overlay` with `components`.
 pub fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
+    kustomize_user(overlay, components, None, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `kubectl kustomize` of a user's kustomization: `overlay` with
+/// `components`, its own `namespace:` if any, and `transformers` (paths
+/// under manifests/, like the others). Err carries kubectl's message.
+pub fn kustomize_user(
+    overlay: &str,
+    components: &[&str],
+    namespace: Option<&str>,
+    transformers: &[&str],
+) -> Result<Vec<Value>, String> {
     let dir = tempfile::Builder::new()
         .prefix("kustomization-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -58,16 +70,39 @@ pub fn kustomize_with(overlay: &str, components: &[&str]) -> Vec<Value> {
     let mut manifests = PathBuf::new();
     from[common..].iter().for_each(|_| manifests.push(".."));
     to[common..].iter().for_each(|c| manifests.push(c));
-    let path = |p: &str| json!(manifests.join(p).display().to_string());
-    let components: Vec<Value> = components.iter().map(|c| path(c)).collect();
-    let text = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [{}]\ncomponents: {}\n",
-        path(overlay),
-        Value::Array(components)
-    );
-    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    let paths = |ps: &[&str]| -> Vec<String> {
+        ps.iter()
+            .map(|p| manifests.join(p).display().to_string())
+            .collect()
+    };
+    let mut kustomization = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": paths(&[overlay]),
+        "components": paths(components),
+    });
+    if let Some(namespace) = namespace {
+        kustomization["namespace"] = json!(namespace);
+    }
+    if !transformers.is_empty() {
+        kustomization["transformers"] = json!(paths(transformers));
+    }
+    // JSON is YAML.
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        kustomization.to_string(),
+    )
+    .unwrap();
     let kubectl = tools().join("bin/kubectl");
-    documents(&run(Command::new(kubectl).arg("kustomize").arg(dir.path())))
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(documents(&String::from_utf8(out.stdout).unwrap()))
 }
 
 pub fn helm(values: Value) -> Vec<Value> {
