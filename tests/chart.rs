@@ -229,7 +229,8 @@ fn names_and_labels_follow_the_release() {
                 "{kind}/{name}"
             );
             assert_eq!(
-                labels["app.kubernetes.io/version"], "0.1.0",
+                labels["app.kubernetes.io/version"],
+                env!("CARGO_PKG_VERSION"),
                 "{kind}/{name}"
             );
             assert_eq!(
@@ -499,7 +500,10 @@ fn standard_options_reach_the_objects() {
     let objects = rendered(json!({"serviceMonitor": {"enabled": true}}), NAMESPACE, &[]);
     assert_eq!(
         container(&objects)["image"],
-        "ghcr.io/eci-profile/eci-profile:0.1.0"
+        concat!(
+            "ghcr.io/eci-profile/eci-profile:",
+            env!("CARGO_PKG_VERSION")
+        )
     );
     assert_eq!(env(&objects, "RUST_LOG"), None);
     assert!(deployment(&objects)["spec"]["template"]["spec"]["priorityClassName"].is_null());
@@ -624,7 +628,11 @@ fn the_crds_it_uses_must_be_served() {
 fn notes_say_what_was_installed_and_how_to_check_it() {
     let text = notes(json!({}), NAMESPACE, &[]);
     for expected in [
-        "eci-profile 0.1.0 is installed as eci-profile in eci-profile-system",
+        concat!(
+            "eci-profile ",
+            env!("CARGO_PKG_VERSION"),
+            " is installed as eci-profile in eci-profile-system"
+        ),
         "MutatingWebhookConfiguration eci-profile",
         "with a PodDisruptionBudget",
         "kube-system, kube-public, kube-node-lease, eci-profile-system",
@@ -704,7 +712,10 @@ fn the_helm_test_dry_runs_a_pod_through_the_webhook() {
             "run",
             "eci-profile-check",
             "--namespace=eci-profile-test",
-            "--image=ghcr.io/eci-profile/eci-profile:0.1.0",
+            concat!(
+                "--image=ghcr.io/eci-profile/eci-profile:",
+                env!("CARGO_PKG_VERSION")
+            ),
             "--restart=Never",
             "--labels=alibabacloud.com/eci=true",
             "--dry-run=server",
