@@ -24,7 +24,9 @@ fn main() {
         let mut paths = vec!["HEAD".to_string(), "packed-refs".to_string()];
         paths.extend(git(&["symbolic-ref", "-q", "HEAD"]));
         for path in paths {
-            if let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &path]) {
+            // A path that does not exist would make cargo run this every build.
+            let file = git(&["rev-parse", "--path-format=absolute", "--git-path", &path]);
+            if let Some(file) = file.filter(|f| std::path::Path::new(f).exists()) {
                 println!("cargo:rerun-if-changed={file}");
             }
         }
