@@ -1,5 +1,6 @@
 pub mod bootstrap;
 pub mod budgets;
+pub mod build_info;
 pub mod certs;
 pub mod decision;
 pub mod digest;

@@ -85,12 +85,47 @@ pub struct BudgetLabels {
     pub resource: &'static str,
 }
 
+/// Labels of `build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    /// The git commit built, or `unknown`.
+    pub revision: &'static str,
+}
+
+/// Labels of `rule_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// A rule of the profile in use (echo-truncated).
+    pub rule: String,
+    /// `mutated`, `unchanged` or `skipped`.
+    pub outcome: &'static str,
+}
+
+/// Labels of the watch health metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `profile-configmap`, `selectors`, `namespaces`, `virtual-nodes` or `sent-pods`.
+    pub watch: &'static str,
+}
+
+/// The outcomes `rule_decisions_total` counts.
+const RULE_OUTCOMES: [&str; 3] = ["mutated", "unchanged", "skipped"];
+
 /// A gauge of fractional values (CPU cores).
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// Every metric of the process.
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, without the prefix (as every Prometheus client names them).
+    process: Registry,
+    pub build_info: Family<BuildLabels, Gauge>,
+    pub rule_decisions: Family<RuleLabels, Counter>,
+    /// The rules `rule_decisions` has series of.
+    counted_rules: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    pub watch_last_event: Family<WatchLabels, FloatGauge>,
+    pub watch_errors: Family<WatchLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub request_duration: Histogram,
     pub profile_reloads: Family<ResultLabels, Counter>,
@@ -119,6 +154,36 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("eci_profile");
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "The version and git revision of this binary (always 1)",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: crate::build_info::VERSION,
+                revision: crate::build_info::REVISION,
+            })
+            .set(1);
+        let rule_decisions = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rule_decisions",
+            "Pod admissions by rule of the profile in use and outcome: every rule applied (mutated, unchanged), or the rule whose policy or budget left the pod alone (skipped)",
+            rule_decisions.clone(),
+        );
+        let watch_last_event = Family::<WatchLabels, FloatGauge>::default();
+        registry.register(
+            "watch_last_event_timestamp_seconds",
+            "When a cluster watch last received an event (a change or a listing), in seconds since the Unix epoch",
+            watch_last_event.clone(),
+        );
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Errors of a cluster watch (each is retried with backoff, listing again when needed)",
+            watch_errors.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "admission_requests",
@@ -258,8 +323,16 @@ impl Default for Metrics {
             "Scale-in order: patches adding the pod deletion cost, by result (success, conflict: the pod changed first, failure)",
             deletion_cost_patches.clone(),
         );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::Collector));
         Self {
             registry,
+            process,
+            build_info,
+            rule_decisions,
+            counted_rules: std::sync::Mutex::default(),
+            watch_last_event,
+            watch_errors,
             requests,
             request_duration,
             profile_reloads,
@@ -411,12 +484,217 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a pod admission against the rules that decided it: every rule
+    /// applied to a mutated or unchanged pod; for a skipped one, the rule
+    /// whose policy (`normalNodeOnly`) or budget left it alone.
+    pub fn rules_decided(&self, decision: &crate::decision::Decision<'_>) {
+        let outcome = decision.outcome.as_str();
+        use crate::decision::{Outcome, SkipReason};
+        let rules: Vec<&str> = match &decision.outcome {
+            Outcome::Skipped(
+                SkipReason::NormalNodeOnly(rule) | SkipReason::OverBudget { rule, .. },
+            ) => vec![rule.as_str()],
+            Outcome::Skipped(_) => Vec::new(),
+            _ => decision.applied.clone(),
+        };
+        if rules.is_empty() {
+            return;
+        }
+        let mut counted = self.counted_rules.lock().unwrap_or_else(|e| e.into_inner());
+        for rule in rules {
+            let rule = crate::truncate::echo(rule).into_owned();
+            self.rule_decisions
+                .get_or_create(&RuleLabels {
+                    rule: rule.clone(),
+                    outcome,
+                })
+                .inc();
+            counted.insert(rule);
+        }
+    }
+
+    /// Drops the `rule_decisions` series of rules not in `rules` (those of
+    /// the profile in use), so that their number stays bounded by the profile.
+    pub fn retain_rules<'r>(&self, rules: impl IntoIterator<Item = &'r str>) {
+        let kept: std::collections::BTreeSet<String> = rules
+            .into_iter()
+            .map(|rule| crate::truncate::echo(rule).into_owned())
+            .collect();
+        let mut counted = self.counted_rules.lock().unwrap_or_else(|e| e.into_inner());
+        counted.retain(|rule| {
+            if kept.contains(rule) {
+                return true;
+            }
+            for outcome in RULE_OUTCOMES {
+                self.rule_decisions.remove(&RuleLabels {
+                    rule: rule.clone(),
+                    outcome,
+                });
+            }
+            false
+        });
+    }
+
+    /// Records an event of the cluster watch `watch`: its time, or an error
+    /// (the error count is exported from the first event on, at 0).
+    pub fn watch_event<T, E>(&self, watch: &'static str, event: &Result<T, E>) {
+        let labels = WatchLabels { watch };
+        match event {
+            Ok(_) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                self.watch_last_event.get_or_create(&labels).set(now);
+                // At 0 from the first event, so that the first error is an increase.
+                let _ = self.watch_errors.get_or_create(&labels);
+            }
+            Err(_) => {
+                self.watch_errors.get_or_create(&labels).inc();
+            }
+        }
+    }
+
     /// The metrics in OpenMetrics text format.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+        encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out))
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The process metrics every Prometheus client exports (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, ...), read from `/proc/self` at each
+/// scrape; none where there is no `/proc` (other systems than Linux).
+mod process {
+    use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+    use prometheus_client::metrics::counter::ConstCounter;
+    use prometheus_client::metrics::gauge::ConstGauge;
+
+    /// Clock ticks per second of `/proc/self/stat` (`USER_HZ`: 100 on
+    /// every architecture Linux exposes to user space this way).
+    const TICKS_PER_SECOND: f64 = 100.0;
+
+    #[derive(Debug)]
+    pub struct Collector;
+
+    impl prometheus_client::collector::Collector for Collector {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+            let Some(figures) = Figures::read() else {
+                return Ok(());
+            };
+            let cpu = ConstCounter::new(figures.cpu_seconds);
+            cpu.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                cpu.metric_type(),
+            )?)?;
+            let gauges = [
+                (
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes",
+                    figures.resident_bytes,
+                ),
+                (
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes",
+                    figures.virtual_bytes,
+                ),
+                (
+                    "process_open_fds",
+                    "Number of open file descriptors",
+                    figures.open_fds,
+                ),
+                (
+                    "process_max_fds",
+                    "Maximum number of open file descriptors",
+                    figures.max_fds,
+                ),
+                (
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    figures.start_time_seconds,
+                ),
+            ];
+            for (name, help, value) in gauges {
+                let Some(value) = value else { continue };
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    gauge.metric_type(),
+                )?)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// One reading of `/proc/self`.
+    #[derive(Debug, PartialEq)]
+    pub struct Figures {
+        pub cpu_seconds: f64,
+        pub resident_bytes: Option<f64>,
+        pub virtual_bytes: Option<f64>,
+        pub open_fds: Option<f64>,
+        pub max_fds: Option<f64>,
+        pub start_time_seconds: Option<f64>,
+    }
+
+    impl Figures {
+        fn read() -> Option<Self> {
+            let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+            let system = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+            let open_fds = std::fs::read_dir("/proc/self/fd")
+                .ok()
+                // The directory handle reading it is one of them.
+                .map(|entries| entries.count().saturating_sub(1) as f64);
+            let mut figures = Self::parse(&stat, &status, &limits, &system)?;
+            figures.open_fds = open_fds;
+            Some(figures)
+        }
+
+        /// The figures of `/proc/self/stat`, `/proc/self/status`,
+        /// `/proc/self/limits` and `/proc/stat` (all but the open fds).
+        pub fn parse(stat: &str, status: &str, limits: &str, system: &str) -> Option<Self> {
+            // The command name, in parentheses, may hold spaces: fields
+            // count from after its closing parenthesis (field 3, state).
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+            let (utime, stime) = (field(14)?, field(15)?);
+            let boot_time = system
+                .lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|t| t.trim().parse::<u64>().ok());
+            let start_time_seconds = field(22)
+                .zip(boot_time)
+                .map(|(ticks, boot)| boot as f64 + ticks as f64 / TICKS_PER_SECOND);
+            let resident_bytes = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().strip_suffix("kB"))
+                .and_then(|kb| kb.trim().parse::<f64>().ok())
+                .map(|kb| kb * 1024.0);
+            let max_fds = limits
+                .lines()
+                .find_map(|l| l.strip_prefix("Max open files"))
+                .and_then(|l| l.split_whitespace().next())
+                .and_then(|soft| soft.parse::<f64>().ok());
+            Some(Self {
+                cpu_seconds: (utime + stime) as f64 / TICKS_PER_SECOND,
+                resident_bytes,
+                virtual_bytes: field(23).map(|b| b as f64),
+                open_fds: None,
+                max_fds,
+                start_time_seconds,
+            })
+        }
     }
 }
 
@@ -464,6 +742,125 @@ mod tests {
         m.profile_loaded(None);
         m.profile_loaded(Some((2, 1)));
         assert!(m.encode().contains("eci_profile_profile_reload_failing 0"));
+    }
+
+    #[test]
+    fn exports_build_and_process_metrics() {
+        let text = Metrics::default().encode();
+        let build = format!(
+            r#"eci_profile_build_info{{version="{}",revision="{}"}} 1"#,
+            crate::build_info::VERSION,
+            crate::build_info::REVISION
+        );
+        assert!(text.contains(&build), "{text}");
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_open_fds ",
+                "process_max_fds ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(text.contains(&format!("\n{name}")), "{name}: {text}");
+            }
+        }
+        assert_eq!(text.matches("# EOF").count(), 1);
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn reads_proc_figures() {
+        let stat = "4242 (eci (pro) file) S 1 4242 4242 0 -1 4194560 1000 0 0 0 \
+                    250 130 0 0 20 0 9 0 12345 104857600 2560 18446744073709551615";
+        let status = "Name:\teci-profile\nVmRSS:\t   10240 kB\nThreads:\t9\n";
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1048576              1048576              files\n";
+        let system = "cpu  1 2 3\nbtime 1700000000\nprocesses 9\n";
+        let figures = process::Figures::parse(stat, status, limits, system).unwrap();
+        assert_eq!(
+            figures,
+            process::Figures {
+                cpu_seconds: 3.8,
+                resident_bytes: Some(10_485_760.0),
+                virtual_bytes: Some(104_857_600.0),
+                open_fds: None,
+                max_fds: Some(1_048_576.0),
+                start_time_seconds: Some(1_700_000_123.45),
+            }
+        );
+        assert_eq!(process::Figures::parse("garbage", "", "", ""), None);
+    }
+
+    #[test]
+    fn rule_series_stay_bounded_by_the_profile() {
+        let m = Metrics::default();
+        // A family without series is not printed.
+        let empty = m.encode();
+        assert!(!empty.contains("eci_profile_rule_decisions"), "{empty}");
+        let mut decision =
+            crate::decision::Decision::skipped(crate::decision::SkipReason::NotSelected);
+        decision.outcome = crate::decision::Outcome::Mutated;
+        decision.applied = vec!["gpu", "batch"];
+        m.rules_decided(&decision);
+        m.rules_decided(&decision);
+        decision.applied = vec!["batch"];
+        m.rules_decided(&decision);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"eci_profile_rule_decisions_total{rule="batch",outcome="mutated"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eci_profile_rule_decisions_total{rule="gpu",outcome="mutated"} 2"#),
+            "{text}"
+        );
+        m.retain_rules(["batch"]);
+        let text = m.encode();
+        assert!(!text.contains(r#"rule="gpu""#), "{text}");
+        assert!(text.contains(r#"rule="batch""#), "{text}");
+        let skipped = crate::decision::Decision::skipped(crate::decision::SkipReason::OverBudget {
+            rule: "batch".into(),
+            namespace: "ns".into(),
+            usage: "1/1 pods".into(),
+        });
+        m.rules_decided(&skipped);
+        m.rules_decided(&crate::decision::Decision::skipped(
+            crate::decision::SkipReason::NotSelected,
+        ));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"eci_profile_rule_decisions_total{rule="batch",outcome="skipped"} 1"#),
+            "{text}"
+        );
+        m.retain_rules([]);
+        assert!(!m.encode().contains("eci_profile_rule_decisions_total{"));
+    }
+
+    #[test]
+    fn records_watch_events_and_errors() {
+        let m = Metrics::default();
+        m.watch_event::<(), ()>("namespaces", &Ok(()));
+        assert!(
+            m.encode()
+                .contains(r#"eci_profile_watch_errors_total{watch="namespaces"} 0"#)
+        );
+        m.watch_event::<(), ()>("namespaces", &Err(()));
+        m.watch_event::<(), ()>("namespaces", &Err(()));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"eci_profile_watch_errors_total{watch="namespaces"} 2"#),
+            "{text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    r#"eci_profile_watch_last_event_timestamp_seconds{watch="namespaces"} "#,
+                )
+            })
+            .unwrap_or_else(|| panic!("{text}"));
+        let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(seconds > 1.7e9, "{line}");
     }
 
     #[test]

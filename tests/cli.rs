@@ -303,7 +303,7 @@ fn serve_starts_on_a_fresh_machine_and_stops_on_sigterm() {
         .find(|line| line.contains("\"serving\""))
         .expect("the server logs that it is serving");
     let log: Value = serde_json::from_str(&serving).expect("JSON logs");
-    let webhook: std::net::SocketAddr = log["fields"]["webhook"].as_str().unwrap().parse().unwrap();
+    let webhook: std::net::SocketAddr = log["webhook"].as_str().unwrap().parse().unwrap();
     assert_ne!(webhook.port(), 0);
     use std::os::unix::fs::PermissionsExt as _;
     let key_mode = std::fs::metadata(dir.path().join("certs/tls.key"))
@@ -800,6 +800,112 @@ fn a_malformed_usage_file_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("/does/not/exist.yaml: cannot read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn version_names_the_build() {
+    let out = run(&["version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("eci-profile {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (line, key) in lines[1..]
+        .iter()
+        .zip(["revision: ", "build date: ", "rustc: "])
+    {
+        let value = line.strip_prefix(key).unwrap_or_else(|| panic!("{text}"));
+        assert!(!value.is_empty(), "{text}");
+    }
+    assert!(
+        lines[3].starts_with("rustc: rustc ") || lines[3] == "rustc: unknown",
+        "{text}"
+    );
+    let date = lines[2].trim_start_matches("build date: ");
+    assert!(
+        date == "unknown" || (date.len() == 10 && date.as_bytes()[4] == b'-'),
+        "{text}"
+    );
+    // --version says the same.
+    let out = run(&["--version"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), text);
+}
+
+#[test]
+fn completion_scripts_know_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completion", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for word in ["serve", "validate", "log-level", "namespaces-file"] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let out = run(&["completion", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `serve`'s start-up errors name the flag to change.
+#[test]
+fn serve_errors_name_the_flag_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let out = bin()
+        .args([
+            "serve",
+            "--listen",
+            &address,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains(&format!("cannot listen on {address}: "))
+            && message.contains("(--listen)"),
+        "{message}"
+    );
+
+    let out = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")))
+        .args(["--namespaces-file", "/does/not/exist.yaml"])
+        .current_dir(dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let message = stderr(&out);
+    assert!(
+        message.contains("/does/not/exist.yaml: cannot read")
+            && message.contains("(--namespaces-file)"),
+        "{message}"
+    );
+
+    let out = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")))
+        .args(["--log-level", "verbose"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("(--log-level)"), "{}", stderr(&out));
+
+    let missing = dir.path().join("nothing.yaml");
+    let out = serve_on_loopback(Path::new(env!("CARGO_BIN_EXE_eci-profile")))
+        .arg("--profile-file")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("(--profile-file)"),
         "{}",
         stderr(&out)
     );

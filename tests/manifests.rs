@@ -1470,7 +1470,7 @@ fn serve_as_installed(
         seen.push_str(&line);
         if line.contains("\"serving\"") {
             let log: Value = serde_json::from_str(&line).unwrap();
-            break log["fields"]["admin"].as_str().unwrap().to_string();
+            break log["admin"].as_str().unwrap().to_string();
         }
     };
     let deadline = Instant::now() + Duration::from_secs(10);

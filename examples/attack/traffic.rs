@@ -278,7 +278,7 @@ impl Server {
         });
         let serving: Value = serde_json::from_str(&serving).expect("a JSON log line");
         let addr = |field: &str| {
-            serving["fields"][field]
+            serving[field]
                 .as_str()
                 .and_then(|a| a.parse().ok())
                 .expect("a listening address")

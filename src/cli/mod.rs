@@ -1,15 +1,19 @@
-//! Command-line interface: `serve`, `check`, `validate`, `convert`, `certs`.
+//! Command-line interface: `serve`, `check`, `validate`, `convert`,
+//! `certs`, `version`, `completion`.
 
 mod certs;
 mod check;
+mod completion;
 mod convert;
+mod logging;
 mod serve;
 mod validate;
+mod version;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use eci_profile::profile::{self, Profile, ProfileData, Severity};
 use eci_profile::sources::file::read_profile;
 
@@ -34,6 +38,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Write a CA and a serving certificate signed by it (ca.crt, tls.crt, tls.key).
     Certs(certs::CertsArgs),
+    /// Print the version, git revision, build date and compiler.
+    Version(version::VersionArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion(completion::CompletionArgs),
 }
 
 /// Exit code for a refused profile or unreadable input.
@@ -41,13 +49,19 @@ const FAILURE: u8 = 1;
 
 /// Runs the command line; returns the process exit code.
 pub fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::command().long_version(version::TEXT.as_str());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Check(args) => check::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Certs(args) => certs::run(args),
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => completion::run(args, &mut Cli::command()),
     };
     match result {
         Ok(code) => code,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
 use eci_profile::profile::{self, Profile, Severity};
@@ -19,6 +19,8 @@ use eci_profile::{bootstrap, certs, tls};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
+
+use super::logging::{self, LogFormat};
 
 /// Where a first `serve` without certificate files writes a development pair.
 const DEFAULT_CERT_DIR: &str = "certs";
@@ -121,15 +123,12 @@ pub struct ServeArgs {
     /// With --scale-in-order: the deletion cost given (pods without one count as 0; lower goes first)
     #[arg(long, env = "ECI_PROFILE_POD_DELETION_COST", default_value_t = -1000, allow_negative_numbers = true)]
     pod_deletion_cost: i32,
-    /// Log format
+    /// Log format: text, or json (one flat JSON object a line)
     #[arg(long, env = "ECI_PROFILE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
+    /// What to log: a level (trace, debug, info, warn, error, off) or a filter such as info,eci_profile=debug; when given it wins over RUST_LOG, which applies otherwise [default: info]
+    #[arg(long, env = "ECI_PROFILE_LOG_LEVEL", value_name = "LEVEL|FILTER")]
+    log_level: Option<String>,
 }
 
 fn namespaced_name(s: &str) -> Result<(String, String), String> {
@@ -147,7 +146,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
-    init_logging(args.log_format);
+    logging::init(args.log_format, logging::filter(args.log_level.as_deref())?);
     tls::install_default_provider();
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
@@ -182,7 +181,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let (profile, profile_source) = match &configmap {
         // Served once the ConfigMap has synced (readiness waits for it).
         Some((ns, name)) => (Profile::empty(), format!("configmap {ns}/{name}")),
-        None => initial_profile(args.profile_file.as_deref())?,
+        None => initial_profile(args.profile_file.as_deref())
+            .map_err(|e| format!("{e} (--profile-file)"))?,
     };
     let (tls_cert, tls_key) = match &args.webhook_config {
         // Generated below, once the cluster can be reached.
@@ -253,7 +253,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         }
         let (namespaces, namespace_cache): (Arc<dyn NamespaceLookup>, _) =
             match (&args.namespaces_file, &client) {
-                (Some(path), _) => (Arc::new(read_namespaces(path)?), None),
+                (Some(path), _) => (
+                    Arc::new(read_namespaces(path).map_err(|e| format!("{e} (--namespaces-file)"))?),
+                    None,
+                ),
                 (None, Some(client)) => {
                     let cache = Arc::new(NamespaceCache::new(client.clone()));
                     (cache.clone(), Some(cache))
@@ -323,13 +326,13 @@ async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> 
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?;
             kube::Config::from_custom_kubeconfig(
                 kubeconfig,
                 &kube::config::KubeConfigOptions::default(),
             )
             .await
-            .map_err(|e| format!("{}: {e}", path.display()))?
+            .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?
         }
         None => kube::Config::infer()
             .await
@@ -389,23 +392,6 @@ fn certificate_paths(args: &ServeArgs) -> Result<(PathBuf, PathBuf), String> {
         }
     }
     Ok((cert, key))
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future resolves on either.

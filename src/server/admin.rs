@@ -43,6 +43,10 @@ async fn readyz(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
 
 async fn metrics(Extract(state): Extract<Arc<State>>) -> impl IntoResponse {
     state.record_budgets();
+    let profile = state.profile.get();
+    state
+        .metrics
+        .retain_rules(profile.rules().map(|rule| rule.name.as_str()));
     (
         [(
             header::CONTENT_TYPE,

@@ -77,7 +77,7 @@ pub fn follow_namespaces(state: &State, cache: Arc<NamespaceCache>) -> tokio::ta
     state
         .readiness
         .require("namespace labels not synced", move || synced.is_synced());
-    tokio::spawn(cache.follow())
+    tokio::spawn(cache.follow(state.metrics.clone()))
 }
 
 /// Follows the virtual nodes and the pods sent to them into `state`'s

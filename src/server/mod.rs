@@ -243,7 +243,10 @@ pub struct Server {
 impl Server {
     /// Loads the certificate and binds both listeners.
     pub async fn bind(options: Options, state: Arc<State>) -> anyhow::Result<Self> {
-        let certificates = Arc::new(CertificateStore::open(&options.tls_cert, &options.tls_key)?);
+        let certificates = Arc::new(
+            CertificateStore::open(&options.tls_cert, &options.tls_key)
+                .map_err(|e| anyhow::anyhow!("{e} (--tls-cert, --tls-key)"))?,
+        );
         state
             .metrics
             .certificate_loaded(true, certificates.expiry());
@@ -253,10 +256,13 @@ impl Server {
         )?);
         let webhook = TcpListener::bind(options.listen)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen))?;
-        let admin = TcpListener::bind(options.admin_listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.admin_listen))?;
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (--listen)", options.listen))?;
+        let admin = TcpListener::bind(options.admin_listen).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {}: {e} (--admin-listen)",
+                options.admin_listen
+            )
+        })?;
         Ok(Self {
             options,
             state,
@@ -362,7 +368,7 @@ fn follow_certificates(
                 Ok(Reload::Unchanged) => {}
                 Ok(Reload::Replaced) => {
                     metrics.certificate_loaded(true, store.expiry());
-                    tracing::info!(expiry = ?store.expiry(), "serving certificate replaced");
+                    tracing::info!(expiry = store.expiry(), "serving certificate replaced");
                 }
                 Err(e) => {
                     metrics.certificate_loaded(false, None);

@@ -262,6 +262,7 @@ fn decide(state: &State, request: AdmissionRequest<'_>, span: &tracing::Span) ->
     state
         .metrics
         .request(decision.outcome.as_str(), decision.outcome.reason());
+    state.metrics.rules_decided(decision);
     // Routine decisions at debug (the metrics count them all); those the
     // user was warned about at info.
     let reason = decision.outcome.reason();

@@ -87,12 +87,13 @@ impl NamespaceCache {
     }
 
     /// Follows the namespaces for ever; lost watches are retried with backoff.
-    pub async fn follow(self: Arc<Self>) {
+    pub async fn follow(self: Arc<Self>, metrics: Arc<Metrics>) {
         let stream =
             watcher::watcher(self.api.clone(), watcher::Config::default()).default_backoff();
         futures_util::pin_mut!(stream);
         let mut listing: HashMap<String, Arc<Labels>> = HashMap::new();
         while let Some(event) = stream.next().await {
+            metrics.watch_event("namespaces", &event);
             match event {
                 Ok(WatchEvent::Init) => listing.clear(),
                 Ok(WatchEvent::InitApply(meta)) => {
@@ -214,6 +215,7 @@ impl ProfileFollower {
         futures_util::pin_mut!(stream);
         let mut seen_in_listing = false;
         while let Some(event) = stream.next().await {
+            self.metrics.watch_event("profile-configmap", &event);
             match event {
                 Ok(WatchEvent::Init) => seen_in_listing = false,
                 Ok(WatchEvent::InitApply(cm)) => {

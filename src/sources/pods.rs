@@ -157,6 +157,7 @@ impl SentPodFollower {
             self.profile.clone(),
             self.ledger.clone(),
             self.nodes_synced.clone(),
+            self.metrics.clone(),
         );
         tokio::join!(nodes, self.follow_pods());
     }
@@ -175,6 +176,7 @@ impl SentPodFollower {
         futures_util::pin_mut!(stream);
         let mut listed: HashSet<String> = HashSet::new();
         while let Some(event) = stream.next().await {
+            self.metrics.watch_event("sent-pods", &event);
             match event {
                 Ok(Event::Init) => listed.clear(),
                 Ok(Event::InitApply(pod)) => {
@@ -244,6 +246,7 @@ async fn follow_virtual_nodes(
     profile: Arc<Published<Profile>>,
     ledger: Arc<Mutex<Ledger>>,
     synced: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 ) {
     let api: Api<PartialObjectMeta<Node>> = Api::all(client);
     loop {
@@ -266,6 +269,7 @@ async fn follow_virtual_nodes(
                 }
             };
             let Some(event) = event else { break };
+            metrics.watch_event("virtual-nodes", &event);
             let name = |meta: &PartialObjectMeta<Node>| meta.metadata.name.clone();
             match event {
                 Ok(Event::Init) => listing.clear(),

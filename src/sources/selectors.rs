@@ -165,6 +165,7 @@ impl SelectorFollower {
         futures_util::pin_mut!(stream);
         let mut listed = BTreeSet::new();
         while let Some(event) = stream.next().await {
+            self.metrics.watch_event("selectors", &event);
             match event {
                 Ok(WatchEvent::Init) => listed.clear(),
                 Ok(WatchEvent::InitApply(object)) => {

@@ -252,7 +252,7 @@ impl Changes {
                 }
             }
         }
-        tracing::debug!(watched = ?self.watched, afresh, "watching");
+        tracing::debug!(watched = ?self.watched.iter().collect::<Vec<_>>(), afresh, "watching");
         added
     }
 }

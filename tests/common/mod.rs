@@ -178,7 +178,7 @@ pub fn serving_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
         return None;
     }
     let log: Value = serde_json::from_str(line).ok()?;
-    let address = |name: &str| log["fields"][name].as_str()?.parse().ok();
+    let address = |name: &str| log[name].as_str()?.parse().ok();
     Some((address("webhook")?, address("admin")?))
 }
 
