@@ -18,7 +18,7 @@ WORKDIR /src
 # Dependencies first, in a layer of their own: it is rebuilt only when
 # Cargo.toml or Cargo.lock change, not on every source change. The crate's own
 # targets are stubs here (the bench is declared in Cargo.toml, so it must exist).
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
@@ -30,6 +30,11 @@ RUN mkdir -p src benches \
 
 COPY src ./src
 COPY benches ./benches
+# What `eci-profile version` and eci_profile_build_info report (the context
+# has no .git); SOURCE_DATE_EPOCH, if given, fixes the build date.
+ARG REVISION=unknown
+ARG SOURCE_DATE_EPOCH
+ENV ECI_PROFILE_REVISION=${REVISION}
 RUN cargo build --release --locked --bin eci-profile \
  && strip target/release/eci-profile
 

@@ -837,3 +837,39 @@ fn upgrading_from_the_previous_version_keeps_names_and_selectors() {
         assert!(selects(selector, &template(&new)), "{values}");
     }
 }
+
+/// The optional Grafana dashboard: the ConfigMap holds the dashboard of
+/// `manifests/dashboards/` (the chart's copy is the same file), labelled for
+/// Grafana's sidecar, and is not installed by default.
+#[test]
+fn the_grafana_dashboard_is_an_optional_configmap_for_the_sidecar() {
+    let shipped =
+        std::fs::read_to_string(root().join("manifests/dashboards/eci-profile.json")).unwrap();
+    let copy =
+        std::fs::read_to_string(root().join(CHART).join("dashboards/eci-profile.json")).unwrap();
+    assert_eq!(
+        copy, shipped,
+        "the chart's dashboard is manifests/dashboards/eci-profile.json"
+    );
+    assert!(helm(json!({})).iter().all(|o| {
+        !o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .ends_with("-dashboard")
+    }));
+    let objects = helm(
+        json!({"grafanaDashboard": {"enabled": true, "namespace": "monitoring",
+                                                    "annotations": {"grafana_folder": "Platform"}}}),
+    );
+    let configmap = find(&objects, "ConfigMap", "eci-profile-dashboard");
+    assert_eq!(configmap["metadata"]["namespace"], "monitoring");
+    assert_eq!(configmap["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(
+        configmap["metadata"]["annotations"]["grafana_folder"],
+        "Platform"
+    );
+    let dashboard: Value =
+        serde_json::from_str(configmap["data"]["eci-profile.json"].as_str().unwrap()).unwrap();
+    let expected: Value = serde_json::from_str(&shipped).unwrap();
+    assert_eq!(dashboard, expected);
+}

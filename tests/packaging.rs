@@ -209,7 +209,12 @@ fn every_base_image_is_fully_qualified_and_pinned_by_digest() {
 #[test]
 fn the_image_listens_on_all_interfaces_on_the_ports_it_exposes() {
     let instructions = dockerfile();
-    let env: Vec<(String, String)> = instructions
+    // The final stage's environment (the build stage's is the build's).
+    let last_from = instructions
+        .iter()
+        .rposition(|i| i.keyword == "FROM")
+        .expect("a final stage");
+    let env: Vec<(String, String)> = instructions[last_from..]
         .iter()
         .filter(|i| i.keyword == "ENV")
         .flat_map(|i| pairs(&i.args))
@@ -453,11 +458,16 @@ fn the_dependency_layer_builds_from_the_manifest_and_stubs() {
     let build = build_command(&instructions[builds[0]]);
     assert_eq!(build, build_command(&instructions[builds[1]]));
     assert!(build.contains("--locked"), "{build}");
-    // Only the manifest and the lock file come before the first build.
+    // Only the manifest, the lock file and the build script (build facts,
+    // no sources) come before the first build.
     let before = copied_from_context(&instructions[..builds[0]]);
     assert_eq!(
         before,
-        BTreeSet::from(["Cargo.toml".to_string(), "Cargo.lock".to_string()])
+        BTreeSet::from([
+            "Cargo.toml".to_string(),
+            "Cargo.lock".to_string(),
+            "build.rs".to_string()
+        ])
     );
     // The stubs that build writes (`> FILE`, `touch FILE`) stand in for every
     // target Cargo.toml requires.
@@ -471,6 +481,7 @@ fn the_dependency_layer_builds_from_the_manifest_and_stubs() {
     let layer = scratch_dir();
     copy_into(layer.path(), "Cargo.toml");
     copy_into(layer.path(), "Cargo.lock");
+    copy_into(layer.path(), "build.rs");
     assert!(
         cargo_build_until_compiling(layer.path(), &build).is_err(),
         "the manifest alone builds: the stubs are not needed"
