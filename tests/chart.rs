@@ -447,7 +447,7 @@ fn standard_options_reach_the_objects() {
     ));
     assert_eq!(c["args"], json!(["serve", "--max-connections=64"]));
     assert_eq!(env(&objects, "ECI_PROFILE_IDLE_TIMEOUT"), Some("60s"));
-    assert_eq!(env(&objects, "RUST_LOG"), Some("debug,kube=info"));
+    assert_eq!(env(&objects, "ECI_PROFILE_LOG_LEVEL"), Some("debug,kube=info"));
     assert_eq!(env(&objects, "ECI_PROFILE_LOG_FORMAT"), Some("text"));
     assert_eq!(
         c["resources"],
@@ -495,7 +495,7 @@ fn standard_options_reach_the_objects() {
     assert_eq!(endpoint["relabelings"][0]["action"], "labeldrop");
     assert_eq!(endpoint["metricRelabelings"][0]["regex"], "go_.*");
 
-    // Defaults: the tag is the appVersion, a digest replaces it, no RUST_LOG,
+    // Defaults: the tag is the appVersion, a digest replaces it, no log level (info),
     // no priority class, the ServiceMonitor beside the Service.
     let objects = rendered(json!({"serviceMonitor": {"enabled": true}}), NAMESPACE, &[]);
     assert_eq!(
@@ -505,7 +505,7 @@ fn standard_options_reach_the_objects() {
             env!("CARGO_PKG_VERSION")
         )
     );
-    assert_eq!(env(&objects, "RUST_LOG"), None);
+    assert_eq!(env(&objects, "ECI_PROFILE_LOG_LEVEL"), None);
     assert!(deployment(&objects)["spec"]["template"]["spec"]["priorityClassName"].is_null());
     let monitor = find(&objects, "ServiceMonitor", "eci-profile");
     assert_eq!(monitor["metadata"]["namespace"], NAMESPACE);
