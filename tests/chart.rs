@@ -447,7 +447,10 @@ fn standard_options_reach_the_objects() {
     ));
     assert_eq!(c["args"], json!(["serve", "--max-connections=64"]));
     assert_eq!(env(&objects, "ECI_PROFILE_IDLE_TIMEOUT"), Some("60s"));
-    assert_eq!(env(&objects, "ECI_PROFILE_LOG_LEVEL"), Some("debug,kube=info"));
+    assert_eq!(
+        env(&objects, "ECI_PROFILE_LOG_LEVEL"),
+        Some("debug,kube=info")
+    );
     assert_eq!(env(&objects, "ECI_PROFILE_LOG_FORMAT"), Some("text"));
     assert_eq!(
         c["resources"],

@@ -2246,3 +2246,41 @@ fn alert_rules_pass_promtool_and_fire_when_they_should() {
         }
     }
 }
+
+/// The README's way to install an image of one's own: the kustomize
+/// `images:` block it shows, over either overlay, and the Helm values it
+/// names, give the Deployment that image.
+#[test]
+fn the_readme_points_the_install_at_another_image() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .find(|b| b.starts_with("images:"))
+        .and_then(|b| b.split("```").next())
+        .expect("the README's images: block");
+    let fields: Value = serde_saphyr::from_str(block).unwrap();
+    let image = |objects: &[Value]| {
+        find(objects, "Deployment", "eci-profile")["spec"]["template"]["spec"]["containers"][0]
+            ["image"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for overlay in ["overlays/cert-manager", "overlays/self-signed"] {
+        let objects = kustomize_user_fields(overlay, &[], None, &[], fields.clone()).unwrap();
+        assert_eq!(
+            image(&objects),
+            "registry.example.com/platform/eci-profile:0.2.0-dev",
+            "{overlay}"
+        );
+    }
+    assert!(readme.contains(
+        "--set image.registry=registry.example.com --set image.repository=platform/eci-profile\n--set image.tag=0.2.0-dev"
+    ));
+    let objects = helm(json!({"image": {"registry": "registry.example.com",
+                                        "repository": "platform/eci-profile", "tag": "0.2.0-dev"}}));
+    assert_eq!(
+        image(&objects),
+        "registry.example.com/platform/eci-profile:0.2.0-dev"
+    );
+}

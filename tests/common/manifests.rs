@@ -57,6 +57,17 @@ pub fn kustomize_user(
     namespace: Option<&str>,
     transformers: &[&str],
 ) -> Result<Vec<Value>, String> {
+    kustomize_user_fields(overlay, components, namespace, transformers, json!({}))
+}
+
+/// [`kustomize_user`] with more `fields` in the user's kustomization (e.g. `images`).
+pub fn kustomize_user_fields(
+    overlay: &str,
+    components: &[&str],
+    namespace: Option<&str>,
+    transformers: &[&str],
+    fields: Value,
+) -> Result<Vec<Value>, String> {
     let dir = tempfile::Builder::new()
         .prefix("kustomization-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -86,6 +97,9 @@ pub fn kustomize_user(
     }
     if !transformers.is_empty() {
         kustomization["transformers"] = json!(paths(transformers));
+    }
+    for (key, value) in fields.as_object().into_iter().flatten() {
+        kustomization[key] = value.clone();
     }
     // JSON is YAML.
     std::fs::write(
