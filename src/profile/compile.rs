@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use super::diagnostic::did_you_mean;
 use super::node::{self, Node, Position, Value};
+use super::suggest::suggest;
 use super::{
     Budget, Diagnostic, Diagnostics, Entry, Origin, Profile, ProfileData, Rule, RuleSource,
     SchedulingPolicy, Severity, VirtualNode,
@@ -30,6 +32,12 @@ const VIRTUAL_NODE_KEYS: &[&str] = &[
     "slsMachineGroup",
     "vpcId",
 ];
+
+/// The keys of the profile ConfigMap the webhook reads.
+const PROFILE_KEYS: &[&str] = &["selectors", "virtualNode", "vSwitchIds", "securityGroupId"];
+
+/// The fields of a label selector.
+const LABEL_SELECTOR_FIELDS: &[&str] = &["matchLabels", "matchExpressions"];
 
 /// The result of [`compile`]: the profile when there were no errors, and every finding.
 #[derive(Clone, Debug)]
@@ -98,12 +106,18 @@ pub fn compile(data: &ProfileData) -> Compiled {
                 Position::default(),
                 "ignored by the webhook: it configures the virtual node, not pods",
             ),
-            _ => checker.report(
-                Severity::Warning,
-                "",
-                Position::default(),
-                "unknown key, ignored",
-            ),
+            other => {
+                let known: Vec<&str> = PROFILE_KEYS
+                    .iter()
+                    .chain(VIRTUAL_NODE_KEYS)
+                    .copied()
+                    .collect();
+                let mut message = String::from("unknown key, ignored");
+                if let Some(name) = suggest(other, &known) {
+                    message.push_str(&did_you_mean(name));
+                }
+                checker.report(Severity::Warning, "", Position::default(), message)
+            }
         }
     }
     // vSwitch before security group, whatever the key order.
@@ -270,7 +284,7 @@ impl Checker {
                 Some(k) => self.warning(
                     &format!("{path}.{k}"),
                     key,
-                    format!("unknown field, ignored (known: {})", known.join(", ")),
+                    unknown_field_message("unknown field, ignored", k, known),
                 ),
                 None => self.warning(path, key, "field names must be strings"),
             }
@@ -290,18 +304,23 @@ impl Checker {
             let Some(fields) = self.object(&path, item, "an object") else {
                 continue;
             };
-            if let Some(rule) = self.rule(&path, item, fields, index) {
-                if let Some(first) = names.insert(rule.name.clone(), index) {
-                    names.insert(rule.name.clone(), first);
-                    let name_node = field(fields, "name").unwrap_or(item);
-                    self.error(
+            let rule = self.rule(&path, item, fields, index);
+            // Checked whether or not the rules have other errors.
+            if let Some(name_node) = field(fields, "name")
+                && let Some(name) = name_node.as_str().filter(|n| !n.trim().is_empty())
+            {
+                match names.get(name) {
+                    Some(first) => self.error(
                         &format!("{path}.name"),
                         name_node,
                         format!("duplicate name (also selectors[{first}])"),
-                    );
+                    ),
+                    None => {
+                        names.insert(name.to_string(), index);
+                    }
                 }
-                rules.push(rule);
             }
+            rules.extend(rule);
         }
         self.selector = None;
         rules
@@ -574,7 +593,6 @@ impl Checker {
         }
         let fields = self.object(path, node, "a label selector object")?;
         let errors_before = self.error_count();
-        self.unknown_fields(path, fields, &["matchLabels", "matchExpressions"]);
         let mut requirements = Vec::new();
         if let Some(n) = field(fields, "matchLabels") {
             let path = format!("{path}.matchLabels");
@@ -591,7 +609,37 @@ impl Checker {
                 }
             }
         }
+        self.selector_fields(path, fields, requirements.is_empty());
         (self.error_count() == errors_before).then(|| Selector::new(requirements))
+    }
+
+    /// Reports a label selector's unknown fields: errors when without them
+    /// the selector is `empty` (it would match everything by a typo),
+    /// warnings otherwise. A selector written `{}` is left to the caller.
+    fn selector_fields(&mut self, path: &str, fields: &[(Node, Node)], empty: bool) {
+        let unknown = fields.iter().any(|(k, _)| {
+            !k.as_str()
+                .is_some_and(|k| LABEL_SELECTOR_FIELDS.contains(&k))
+        });
+        if !(empty && unknown) {
+            self.unknown_fields(path, fields, LABEL_SELECTOR_FIELDS);
+            return;
+        }
+        for (key, _) in fields {
+            match key.as_str() {
+                Some(k) if LABEL_SELECTOR_FIELDS.contains(&k) => {}
+                Some(k) => self.error(
+                    &format!("{path}.{k}"),
+                    key,
+                    unknown_field_message(
+                        "unknown field: without it the selector is empty and matches everything",
+                        k,
+                        LABEL_SELECTOR_FIELDS,
+                    ),
+                ),
+                None => self.error(path, key, "field names must be strings"),
+            }
+        }
     }
 
     fn requirement(&mut self, path: &str, node: &Node) -> Option<Requirement> {
@@ -976,6 +1024,36 @@ impl Checker {
             }
             _ => Some(value),
         }
+    }
+}
+
+/// `what` about unknown field `name`, with the `known` fields and the one
+/// probably meant.
+fn unknown_field_message(what: &str, name: &str, known: &[&str]) -> String {
+    let mut message = format!("{what} (known: {})", known.join(", "));
+    if let Some(meant) = suggest(name, known) {
+        message.push_str(&did_you_mean(meant));
+    }
+    message
+}
+
+/// The names of the ConfigMap's rules in `data`, as written, whether or not
+/// the rules are valid; none when `selectors` cannot be read.
+pub(super) fn rule_names(data: &ProfileData) -> Vec<String> {
+    let Some(entry) = data.entries.get("selectors") else {
+        return Vec::new();
+    };
+    let Ok(root) = node::parse(&entry.text, node::Booleans::Yaml12) else {
+        return Vec::new();
+    };
+    match &root.value {
+        Value::Sequence(items) => items
+            .iter()
+            .filter_map(|item| item.get("name")?.as_str())
+            .filter(|name| !name.trim().is_empty())
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

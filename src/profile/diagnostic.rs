@@ -10,6 +10,16 @@ use crate::truncate::{self, echo, truncate};
 /// How much of a message is shown: its own words and a value echoed whole.
 const MESSAGE_LIMIT: usize = 2 * truncate::LIMIT;
 
+/// How a message ends when it suggests a name: `; did you mean "NAME"?`.
+const SUGGESTION_START: &str = "; did you mean \"";
+const SUGGESTION_END: &str = "\"?";
+
+/// The end of a message suggesting `name`, a key or field of the format
+/// (read back by [`Diagnostic::suggestion`]).
+pub fn did_you_mean(name: &str) -> String {
+    format!("{SUGGESTION_START}{name}{SUGGESTION_END}")
+}
+
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -58,6 +68,35 @@ impl Diagnostic {
             field: field.to_string(),
             message,
         }
+    }
+
+    /// The name the message suggests instead of a misspelt one, if any.
+    pub fn suggestion(&self) -> Option<&str> {
+        let (_, name) = self
+            .message
+            .strip_suffix(SUGGESTION_END)?
+            .rsplit_once(SUGGESTION_START)?;
+        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())).then_some(name)
+    }
+
+    /// The finding as a JSON object: `file`, `line`, `column`, `severity`,
+    /// `rule`, `field`, `message` (`null` when unknown) and `suggestion`
+    /// when there is one.
+    pub fn to_json(&self) -> serde_json::Value {
+        let position = self.position.filter(|p| p.is_known());
+        let mut json = serde_json::json!({
+            "file": self.file,
+            "line": position.map(|p| p.line),
+            "column": position.map(|p| p.column),
+            "severity": self.severity.to_string(),
+            "rule": self.selector,
+            "field": self.field,
+            "message": truncate(&self.message, MESSAGE_LIMIT),
+        });
+        if let Some(name) = self.suggestion() {
+            json["suggestion"] = name.into();
+        }
+        json
     }
 }
 

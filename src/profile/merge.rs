@@ -9,6 +9,9 @@
 //! - Everything else of the profile (virtual node, cluster annotations)
 //!   comes from the ConfigMap.
 
+use std::collections::HashSet;
+
+use super::compile::rule_names;
 use super::{
     Compiled, Diagnostic, Diagnostics, Manifests, Profile, ProfileData, Rule, RuleSource, Severity,
     compile, compile_selector,
@@ -71,20 +74,22 @@ pub fn merge<'a>(
 /// Checks and compiles everything `manifests` hold into one profile, as
 /// `validate` and `check` see it: strict, so a Selector with errors, two
 /// Selectors of one name or a name clash with the ConfigMap refuse it.
+/// Names are compared whether or not the rules have other errors.
 pub fn compile_manifests(manifests: &Manifests) -> Compiled {
-    let base = compile(
-        manifests
-            .configmap
-            .as_ref()
-            .unwrap_or(&ProfileData::default()),
-    );
+    let empty = ProfileData::default();
+    let data = manifests.configmap.as_ref().unwrap_or(&empty);
+    let base = compile(data);
+    let configmap_names: HashSet<String> = match &base.profile {
+        Some(profile) => profile.rules().map(|r| r.name.clone()).collect(),
+        None => rule_names(data).into_iter().collect(),
+    };
     let mut diagnostics = base.diagnostics.0;
     let mut selectors: Vec<(Rule, u64)> = Vec::new();
-    let mut names = std::collections::HashSet::new();
+    let mut names = HashSet::new();
     for (node, origin) in &manifests.selectors {
         let compiled = compile_selector(node, origin);
         diagnostics.extend(compiled.diagnostics.0);
-        let (Some(rule), Some(name)) = (compiled.rule, compiled.name) else {
+        let Some(name) = compiled.name.filter(|n| !n.is_empty()) else {
             continue;
         };
         let clash = if !names.insert(name.clone()) {
@@ -92,7 +97,7 @@ pub fn compile_manifests(manifests: &Manifests) -> Compiled {
                 "a second Selector named {:?}",
                 crate::truncate::echo(&name)
             ))
-        } else if base.profile.as_ref().and_then(|p| p.rule(&name)).is_some() {
+        } else if configmap_names.contains(&name) {
             Some(clash_message(&name))
         } else {
             None
@@ -112,7 +117,9 @@ pub fn compile_manifests(manifests: &Manifests) -> Compiled {
             });
             continue;
         }
-        selectors.push((rule, compiled.digest));
+        if let Some(rule) = compiled.rule {
+            selectors.push((rule, compiled.digest));
+        }
     }
     let diagnostics = Diagnostics(diagnostics);
     let profile = match base.profile {

@@ -14,6 +14,7 @@ mod manifest;
 mod merge;
 pub mod node;
 pub mod selector_object;
+mod suggest;
 
 use std::collections::BTreeMap;
 use std::fmt;
