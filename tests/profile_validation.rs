@@ -554,3 +554,170 @@ fn limits_are_read_with_positions() {
         c.diagnostics
     );
 }
+
+#[test]
+fn unknown_keys_and_fields_suggest_the_meant_name() {
+    let c = profile::compile(&ProfileData::from_map([
+        (
+            "selectors".to_string(),
+            r#"[{"name": "r", "objectSelector": {"matchLabels": {"a": "b"}, "matchExpression": []},
+                 "Priority": 3, "efect": {}}]"#
+                .to_string(),
+        ),
+        ("vswitchIds".to_string(), "vsw-1".to_string()),
+        ("securityGroupID".to_string(), "sg-1".to_string()),
+        ("mystery".to_string(), "x".to_string()),
+    ]));
+    assert!(c.profile.is_some(), "{}", c.diagnostics);
+    let suggested: Vec<(&str, Option<&str>)> = findings(&c, Severity::Warning)
+        .into_iter()
+        .map(|d| (d.field.as_str(), d.suggestion()))
+        .collect();
+    for expected in [
+        (
+            "selectors[0].objectSelector.matchExpression",
+            Some("matchExpressions"),
+        ),
+        ("selectors[0].Priority", Some("priority")),
+        ("selectors[0].efect", Some("effect")),
+        ("vswitchIds", Some("vSwitchIds")),
+        ("securityGroupID", Some("securityGroupId")),
+        ("mystery", None),
+    ] {
+        assert!(
+            suggested.contains(&expected),
+            "{expected:?} not in {suggested:?}"
+        );
+    }
+    let text = c.diagnostics.to_string();
+    assert!(
+        text.contains("vswitchIds: unknown key, ignored; did you mean \"vSwitchIds\"?"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_selector_left_empty_by_unknown_fields_is_an_error() {
+    // The typo would select every pod in every namespace.
+    let e = assert_one_error(
+        &compile_selectors(r#"[{"name": "x", "objectSelector": {"matchLabel": {"a": "b"}}}]"#),
+        "selectors[0].objectSelector.matchLabel: unknown field: without it the selector is empty and matches everything",
+    );
+    assert_eq!(e.suggestion(), Some("matchLabels"));
+    assert_eq!(e.selector.as_deref(), Some("x"));
+    // Also beside a namespace selector, and with an empty matchLabels.
+    let e = assert_one_error(
+        &compile_selectors(
+            r#"[{"name": "x", "namespaceSelector": {"matchLabels": {"t": "a"}},
+                 "objectSelector": {"matchLabels": {}, "matchExpresions": [{"key": "a", "operator": "Exists"}]}}]"#,
+        ),
+        "matchExpresions: unknown field: without it",
+    );
+    assert_eq!(e.suggestion(), Some("matchExpressions"));
+    // Written empty on purpose: a warning, as before.
+    let c = compile_selectors(r#"[{"name": "y", "objectSelector": {}}]"#);
+    assert!(c.profile.is_some(), "{}", c.diagnostics);
+    assert!(
+        c.diagnostics
+            .to_string()
+            .contains("its selectors are empty")
+    );
+    // An unknown field beside a real requirement stays a warning.
+    let c = compile_selectors(
+        r#"[{"name": "z", "objectSelector": {"matchLabels": {"a": "b"}, "matchLabel": {"c": "d"}}}]"#,
+    );
+    assert!(c.profile.is_some(), "{}", c.diagnostics);
+    let warnings = findings(&c, Severity::Warning);
+    assert_eq!(warnings.len(), 1, "{}", c.diagnostics);
+    assert_eq!(warnings[0].suggestion(), Some("matchLabels"));
+}
+
+#[test]
+fn a_duplicate_name_is_reported_beside_other_errors() {
+    let c = compile_selectors(
+        r#"[{"name": "a", "objectSelector": {"matchLabels": {"x": "y"}}},
+            {"name": "a", "policy": "sometimes", "objectSelector": {"matchLabels": {"x": "y"}}},
+            {"name": "a", "objectSelector": {"matchLabels": {"bad key!": "y"}}}]"#,
+    );
+    assert!(c.profile.is_none());
+    let errors: Vec<String> = findings(&c, Severity::Error)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    for needle in [
+        "selectors[1].policy: unknown policy",
+        "selectors[1].name: duplicate name (also selectors[0])",
+        "invalid label key",
+        "selectors[2].name: duplicate name (also selectors[0])",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{needle:?} not in {errors:#?}"
+        );
+    }
+}
+
+fn selector_object(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: eci.aliyun.com/v1\nkind: Selector\nmetadata:\n  name: {name}\nspec: {spec}\n"
+    )
+}
+
+#[test]
+fn selector_objects_get_the_same_checks() {
+    let text = selector_object("web", "{objectLabels: {matchLabel: {app: web}}}");
+    let (manifests, _) = profile::Manifests::read("s.yaml", &text).unwrap();
+    let c = profile::compile_manifests(&manifests);
+    assert!(c.profile.is_none());
+    let e = assert_one_error(
+        &c,
+        "s.yaml:5:23: error: selector \"web\": spec.objectLabels.matchLabel: unknown field: without it the selector is empty",
+    );
+    assert_eq!(e.suggestion(), Some("matchLabels"));
+    let text = selector_object("web", "{objectLabel: {matchLabels: {app: web}}}");
+    let (manifests, _) = profile::Manifests::read("s.yaml", &text).unwrap();
+    let c = profile::compile_manifests(&manifests);
+    let warning = findings(&c, Severity::Warning)
+        .into_iter()
+        .find(|d| d.field == "spec.objectLabel")
+        .cloned();
+    assert_eq!(
+        warning.as_ref().and_then(Diagnostic::suggestion),
+        Some("objectLabels"),
+        "{}",
+        c.diagnostics
+    );
+}
+
+#[test]
+fn selector_name_clashes_are_reported_beside_other_errors() {
+    // Two Selectors of one name, the second invalid; a third named like a
+    // rule of a ConfigMap that is itself invalid.
+    let text = [
+        selector_object("web", "{objectLabels: {matchLabels: {app: web}}}"),
+        selector_object("web", "{objectLabels: {matchLabels: {app: web}}, policy: {sometimes: {}}}"),
+        selector_object("batch", "{objectLabels: {matchLabels: {app: batch}}}"),
+        manifest(r#"[{"name": "batch", "policy": "never", "objectSelector": {"matchLabels": {"a": "b"}}}]"#),
+    ]
+    .join("---\n");
+    let (manifests, _) = profile::Manifests::read("all.yaml", &text).unwrap();
+    let c = profile::compile_manifests(&manifests);
+    assert!(c.profile.is_none());
+    let errors: Vec<String> = findings(&c, Severity::Error)
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    for needle in [
+        "unknown policy \"never\"",
+        "unknown policy \"sometimes\"",
+        "selector \"web\": metadata.name: a second Selector named \"web\"",
+        "selector \"batch\": metadata.name: selector \"batch\" is also a rule of the profile ConfigMap",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(needle)),
+            "{needle:?} not in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+}

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::diagnostic::did_you_mean;
+use super::diagnostic::{add_note, did_you_mean};
 use super::node::{self, Node, Position, Value};
 use super::suggest::suggest;
 use super::{
@@ -196,10 +196,13 @@ impl Checker {
             mapped => mapped,
         };
         if inner && mapped.is_none() {
-            message.push_str(&format!(
-                " (line {}, column {} of the {} value)",
-                position.line, position.column, self.key
-            ));
+            add_note(
+                &mut message,
+                &format!(
+                    " (line {}, column {} of the {} value)",
+                    position.line, position.column, self.key
+                ),
+            );
         }
         let field = if field.is_empty() {
             self.key.clone()

@@ -14,6 +14,15 @@ const MESSAGE_LIMIT: usize = 2 * truncate::LIMIT;
 const SUGGESTION_START: &str = "; did you mean \"";
 const SUGGESTION_END: &str = "\"?";
 
+/// Adds `note` to `message`, before the suggestion if it ends with one.
+pub(super) fn add_note(message: &mut String, note: &str) {
+    let at = match message.strip_suffix(SUGGESTION_END) {
+        Some(head) => head.rfind(SUGGESTION_START).unwrap_or(message.len()),
+        None => message.len(),
+    };
+    message.insert_str(at, note);
+}
+
 /// The end of a message suggesting `name`, a key or field of the format
 /// (read back by [`Diagnostic::suggestion`]).
 pub fn did_you_mean(name: &str) -> String {
@@ -151,5 +160,48 @@ impl fmt::Display for Diagnostics {
             write!(f, "{d}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suggestion_is_read_back_after_notes() {
+        let mut message = format!("unknown field, ignored{}", did_you_mean("matchLabels"));
+        add_note(&mut message, " (line 1, column 2 of the selectors value)");
+        let d = Diagnostic::new(Severity::Warning, Some("r"), "selectors[0].x", message);
+        assert_eq!(d.suggestion(), Some("matchLabels"));
+        assert!(d.message.ends_with("value); did you mean \"matchLabels\"?"));
+        let plain = Diagnostic::new(Severity::Error, None, "", "ends \"with a quote\"?".into());
+        assert_eq!(plain.suggestion(), None);
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let d = Diagnostic {
+            file: Some("p.yaml".into()),
+            position: Some(Position { line: 3, column: 7 }),
+            ..Diagnostic::new(
+                Severity::Error,
+                Some("web"),
+                "selectors[0].objectSelector.matchLabel",
+                format!("unknown field{}", did_you_mean("matchLabels")),
+            )
+        };
+        assert_eq!(
+            d.to_json(),
+            serde_json::json!({
+                "file": "p.yaml", "line": 3, "column": 7, "severity": "error", "rule": "web",
+                "field": "selectors[0].objectSelector.matchLabel",
+                "message": "unknown field; did you mean \"matchLabels\"?",
+                "suggestion": "matchLabels",
+            })
+        );
+        let bare = Diagnostic::new(Severity::Warning, None, "", "m".into()).to_json();
+        assert_eq!(bare["line"], serde_json::Value::Null);
+        assert_eq!(bare["rule"], serde_json::Value::Null);
+        assert!(bare.get("suggestion").is_none());
     }
 }
