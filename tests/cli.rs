@@ -910,3 +910,134 @@ fn serve_errors_name_the_flag_to_change() {
         stderr(&out)
     );
 }
+
+/// A ConfigMap whose only findings are warnings: a misspelt key and a rule
+/// that selects every pod on purpose.
+const WARNINGS_ONLY: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eci-profile\ndata:\n  vswitchIds: vsw-1\n  selectors: |\n    [{\"name\": \"all\", \"objectSelector\": {}}]\n";
+
+#[test]
+fn validate_strict_fails_on_warnings() {
+    let path = write_temp("strict-warnings", WARNINGS_ONLY);
+    let file = path.to_str().unwrap();
+    let out = run(&["validate", file]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(
+            ":6:3: warning: vswitchIds: unknown key, ignored; did you mean \"vSwitchIds\"?"
+        ),
+        "{text}"
+    );
+    assert!(text.contains(": valid: 1 selector, 2 warnings"), "{text}");
+    let out = run(&["validate", "--strict", file]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(": invalid under --strict: 2 warnings"),
+        "{}",
+        stdout(&out)
+    );
+    // Without warnings, --strict passes.
+    let out = run(&["validate", "--strict", &example("eci-profile.yaml")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn validate_refuses_a_selector_left_empty_by_a_typo() {
+    let profile = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: eci-profile\ndata:\n  selectors: |\n    [{\"name\": \"x\", \"objectSelector\": {\"matchLabel\": {\"a\": \"b\"}}}]\n";
+    let path = write_temp("strict-typo", profile);
+    let out = run(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(":7:39: error: selector \"x\": selectors[0].objectSelector.matchLabel: unknown field: without it the selector is empty and matches everything (known: matchLabels, matchExpressions); did you mean \"matchLabels\"?"),
+        "{text}"
+    );
+    assert!(!text.contains("selects every pod"), "{text}");
+}
+
+#[test]
+fn validate_json_lists_every_finding() {
+    let warnings = write_temp("json-warnings", WARNINGS_ONLY);
+    let broken = write_temp("json-broken", BROKEN);
+    let out = run(&[
+        "validate",
+        "-o",
+        "json",
+        warnings.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("one JSON document");
+    assert_eq!(doc["errors"], 1);
+    assert_eq!(doc["warnings"], 2);
+    assert_eq!(doc["valid"], false);
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0]["file"], warnings.to_str().unwrap());
+    assert_eq!(files[0]["valid"], true);
+    assert_eq!(files[0]["rules"], 1);
+    let typo = files[0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["field"] == "vswitchIds")
+        .expect("the misspelt key");
+    assert_eq!(
+        typo,
+        &serde_json::json!({
+            "file": warnings.to_str().unwrap(), "line": 6, "column": 3,
+            "severity": "warning", "rule": null, "field": "vswitchIds",
+            "message": "unknown key, ignored; did you mean \"vSwitchIds\"?",
+            "suggestion": "vSwitchIds",
+        })
+    );
+    assert_eq!(files[1]["valid"], false);
+    assert_eq!(files[1]["rules"], Value::Null);
+    let error = &files[1]["diagnostics"][0];
+    assert_eq!(
+        (
+            &error["severity"],
+            &error["rule"],
+            &error["field"],
+            &error["line"]
+        ),
+        (
+            &Value::from("error"),
+            &Value::from("a"),
+            &Value::from("selectors[0].policy"),
+            &Value::from(8)
+        )
+    );
+    // --strict decides "valid" and the exit code the same way.
+    let out = run(&[
+        "validate",
+        "--strict",
+        "-o",
+        "json",
+        warnings.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        (&doc["valid"], &doc["files"][0]["valid"]),
+        (&Value::Bool(false), &Value::Bool(false))
+    );
+    let out = run(&["validate", "-o", "json", warnings.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn validate_usage_errors_exit_2() {
+    for args in [
+        &["validate"][..],
+        &["validate", "-o", "yaml", "x.yaml"],
+        &["validate", "--stricter", "x.yaml"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}");
+    }
+    // An unreadable file is a finding, not a usage error.
+    let out = run(&["validate", "/nonexistent/profile.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
