@@ -1040,4 +1040,6 @@ fn validate_usage_errors_exit_2() {
     // An unreadable file is a finding, not a usage error.
     let out = run(&["validate", "/nonexistent/profile.yaml"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let help = stdout(&run(&["validate", "--help"]));
+    assert!(help.contains("Exit status: 0 every file valid; 1 an error (with --strict, also a warning) or an unreadable file; 2 a usage error."), "{help}");
 }

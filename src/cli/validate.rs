@@ -11,6 +11,9 @@ use eci_profile::profile::{self, Diagnostics, Severity};
 use eci_profile::sources::file::read_profile;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 every file valid; 1 an error (with --strict, also a warning) or an unreadable file; 2 a usage error."
+)]
 pub struct ValidateArgs {
     /// Fail on warnings too (unknown keys and fields, rules that select every pod or do nothing)
     #[arg(long)]
