@@ -505,3 +505,101 @@ mod xml {
         Ok(out)
     }
 }
+
+/// The ProfileTest the README shows passes against the examples.
+#[test]
+fn the_readme_example_passes() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```yaml\n")
+        .find(|b| b.starts_with("apiVersion: eci-profile.io/v1alpha1"))
+        .and_then(|b| b.split("```").next())
+        .expect("the README's ProfileTest");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.yaml");
+    let examples = format!("{}/", example(""));
+    std::fs::write(&path, block.replace("../", &examples)).unwrap();
+    let out = run(&["test", arg(&path)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).ends_with("3 passed, 0 failed\n"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// The schema's skip reasons and policies are those the decision gives.
+#[test]
+fn the_schema_names_every_skip_reason_and_policy() {
+    use eci_profile::decision::SkipReason;
+    use eci_profile::profile::SchedulingPolicy;
+    // Fails to compile when a reason is added: add it below and to the schema.
+    fn _every(reason: &SkipReason) {
+        match reason {
+            SkipReason::NotPodCreate
+            | SkipReason::UnreadableObject(_)
+            | SkipReason::ExcludedNamespace(_)
+            | SkipReason::ExcludedByLabel
+            | SkipReason::NotSelected
+            | SkipReason::DaemonSet(_)
+            | SkipReason::MirrorPod
+            | SkipReason::HostNetwork
+            | SkipReason::HostPid
+            | SkipReason::HostIpc
+            | SkipReason::HostPath { .. }
+            | SkipReason::HostPort { .. }
+            | SkipReason::NodeName(_)
+            | SkipReason::NodeSelectorConflict { .. }
+            | SkipReason::NormalNodeOnly(_)
+            | SkipReason::OverBudget { .. } => {}
+        }
+    }
+    let s = String::new;
+    let reasons = [
+        SkipReason::NotPodCreate,
+        SkipReason::UnreadableObject(s()),
+        SkipReason::ExcludedNamespace(s()),
+        SkipReason::ExcludedByLabel,
+        SkipReason::NotSelected,
+        SkipReason::DaemonSet(s()),
+        SkipReason::MirrorPod,
+        SkipReason::HostNetwork,
+        SkipReason::HostPid,
+        SkipReason::HostIpc,
+        SkipReason::HostPath { volume: s() },
+        SkipReason::HostPort {
+            container: s(),
+            port: 0,
+        },
+        SkipReason::NodeName(s()),
+        SkipReason::NodeSelectorConflict {
+            key: s(),
+            value: s(),
+            wanted: s(),
+        },
+        SkipReason::NormalNodeOnly(s()),
+        SkipReason::OverBudget {
+            rule: s(),
+            namespace: s(),
+            usage: s(),
+        },
+    ];
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("schemas/eci-profile-test.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let expect = &schema["$defs"]["case"]["properties"]["expect"]["properties"];
+    let codes: Vec<&str> = reasons.iter().map(SkipReason::code).collect();
+    assert_eq!(expect["reason"]["enum"], serde_json::json!(codes));
+    let mut policies: Vec<&str> = [
+        SchedulingPolicy::VirtualNodeOnly,
+        SchedulingPolicy::NormalNodePrefer,
+        SchedulingPolicy::Fair,
+        SchedulingPolicy::NormalNodeOnly,
+    ]
+    .iter()
+    .map(|p| p.as_str())
+    .collect();
+    policies.push("none");
+    assert_eq!(expect["policy"]["enum"], serde_json::json!(policies));
+}
