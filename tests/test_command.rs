@@ -62,7 +62,7 @@ fn the_example_suite_passes() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(!text.contains("FAIL"), "{text}");
-    assert!(text.ends_with("8 passed, 0 failed\n"), "{text}");
+    assert!(text.ends_with("9 passed, 0 failed\n"), "{text}");
     assert!(
         text.contains("  PASS DaemonSet pods are left alone\n"),
         "{text}"
