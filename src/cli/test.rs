@@ -361,7 +361,7 @@ fn request_of(what: &str, base: &Path, case: &TestCase) -> Result<check::Case, S
             }
         }
         (None, Some(object)) => (what.to_string(), vec![object.clone()], true),
-        (None, None) => unreachable!("checked when read"),
+        (None, None) => return Err(format!("{what}: give resource or object")),
     };
     let chosen: Vec<Value> = documents
         .into_iter()
