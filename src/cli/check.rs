@@ -58,13 +58,13 @@ enum Output {
 }
 
 /// One request to decide.
-struct Case {
+pub(crate) struct Case {
     /// Where it came from, for `explain`.
-    label: String,
+    pub(crate) label: String,
     /// The AdmissionReview request body.
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
     /// Whether the input was YAML (for `-o pod`).
-    yaml: bool,
+    pub(crate) yaml: bool,
 }
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
@@ -145,7 +145,7 @@ fn pretty(value: &impl serde::Serialize) -> String {
 }
 
 /// `request.object` of a request body built or checked by `read_cases`.
-fn request_object(body: &[u8]) -> Value {
+pub(crate) fn request_object(body: &[u8]) -> Value {
     serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|mut review| review.pointer_mut("/request/object").map(Value::take))
@@ -169,24 +169,48 @@ fn read_cases(path: &Path, namespace: Option<&str>, cases: &mut Vec<Case>) -> Re
     } else {
         std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?
     };
-    let json = text.trim_start().starts_with('{');
-    if json && let Ok(document) = serde_json::from_str::<Value>(&text) {
-        if document["kind"] == "AdmissionReview" {
-            cases.push(Case {
-                label: name,
-                body: text.into_bytes(),
-                yaml: false,
-            });
-            return Ok(());
+    match documents(&name, &text)? {
+        Documents::Review(text) => cases.push(Case {
+            label: name,
+            body: text.into_bytes(),
+            yaml: false,
+        }),
+        Documents::Objects { documents, yaml } => {
+            for document in documents {
+                add_document(&name, document, namespace, yaml, cases)?;
+            }
         }
-        return add_document(&name, document, namespace, false, cases);
-    }
-    let documents: Vec<Value> = serde_saphyr::from_multiple(&text)
-        .map_err(|e| format!("{name}: not YAML or JSON: {}", e.without_snippet()))?;
-    for document in documents.into_iter().filter(|d| !d.is_null()) {
-        add_document(&name, document, namespace, !json, cases)?;
     }
     Ok(())
+}
+
+/// What one input file holds.
+pub(crate) enum Documents {
+    /// A JSON AdmissionReview, to be used byte for byte.
+    Review(String),
+    /// Objects (pods, workloads, AdmissionReviews, Lists); `yaml` unless
+    /// the file was JSON.
+    Objects { documents: Vec<Value>, yaml: bool },
+}
+
+/// Reads the documents of a file's text; `name` names it in errors.
+pub(crate) fn documents(name: &str, text: &str) -> Result<Documents, String> {
+    let json = text.trim_start().starts_with('{');
+    if json && let Ok(document) = serde_json::from_str::<Value>(text) {
+        if document["kind"] == "AdmissionReview" {
+            return Ok(Documents::Review(text.to_string()));
+        }
+        return Ok(Documents::Objects {
+            documents: vec![document],
+            yaml: false,
+        });
+    }
+    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
+        .map_err(|e| format!("{name}: not YAML or JSON: {}", e.without_snippet()))?;
+    Ok(Documents::Objects {
+        documents: documents.into_iter().filter(|d| !d.is_null()).collect(),
+        yaml: !json,
+    })
 }
 
 /// Workload kinds whose pod template `check` can try, and the apiVersion
@@ -201,7 +225,10 @@ const WORKLOADS: &[(&str, (&str, &str))] = &[
     ("ReplicationController", ("v1", "ReplicationController")),
 ];
 
-fn add_document(
+/// Adds the request for one object (a pod, a workload's pod template, an
+/// AdmissionReview, or each item of a List); other kinds are left out with
+/// a note on stderr. `namespace` overrides the object's own.
+pub(crate) fn add_document(
     file: &str,
     document: Value,
     namespace: Option<&str>,

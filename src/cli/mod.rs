@@ -1,4 +1,4 @@
-//! Command-line interface: `serve`, `check`, `validate`, `convert`,
+//! Command-line interface: `serve`, `check`, `test`, `validate`, `convert`,
 //! `certs`, `version`, `completion`.
 
 mod certs;
@@ -7,6 +7,7 @@ mod completion;
 mod convert;
 mod logging;
 mod serve;
+mod test;
 mod validate;
 mod version;
 
@@ -32,6 +33,8 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Show what the webhook does with pods or AdmissionReview requests.
     Check(check::CheckArgs),
+    /// Run ProfileTest files: expected decisions for pods, workloads and AdmissionReviews.
+    Test(test::TestArgs),
     /// Validate profiles: ConfigMap and Selector manifests, or mounted directories.
     Validate(validate::ValidateArgs),
     /// Convert between the profile ConfigMap and Selector objects.
@@ -57,6 +60,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(*args),
         Command::Check(args) => check::run(args),
+        Command::Test(args) => test::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Certs(args) => certs::run(args),
