@@ -73,12 +73,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         Some(path) => read_namespaces(path)?,
         None => StaticNamespaces::default(),
     };
-    // Each pod is checked against the file's usage alone: pods of one run
-    // do not take places from each other.
-    let usage = Mutex::new(match &args.usage_file {
-        Some(path) => read_usage(path)?,
-        None => Ledger::default(),
-    });
+    let usage = usage(args.usage_file.as_deref())?;
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let context = Context {
         profile: &profile,
@@ -318,6 +313,16 @@ fn pod_from_template(
         "kind": "Pod",
         "metadata": metadata,
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
+    }))
+}
+
+/// What each namespace holds on virtual nodes, read from `path` (none:
+/// nothing in use), to decide with [`Checking`]. Each pod is checked
+/// against it alone: pods of one run do not take places from each other.
+pub(crate) fn usage(path: Option<&Path>) -> Result<Mutex<Ledger>, String> {
+    Ok(Mutex::new(match path {
+        Some(path) => read_usage(path)?,
+        None => Ledger::default(),
     }))
 }
 

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use eci_profile::profile::convert::{self, Conversion};
-use eci_profile::profile::{self, Diagnostic, Manifests, Severity};
-use eci_profile::sources::file::read_profile;
+use eci_profile::profile::{self, Severity};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -51,7 +50,7 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode, String> {
         }
         _ => {}
     }
-    let manifests = match read_all(&args.files) {
+    let manifests = match super::read_profile_files(&args.files) {
         Ok(manifests) => manifests,
         Err(errors) => {
             for d in errors {
@@ -78,43 +77,4 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode, String> {
     }
     print!("{}", convert::to_yaml(&objects));
     Ok(ExitCode::SUCCESS)
-}
-
-/// The manifests of every file, as one profile: at most one ConfigMap.
-fn read_all(files: &[PathBuf]) -> Result<Manifests, Vec<Diagnostic>> {
-    let mut all = Manifests::default();
-    let mut errors = Vec::new();
-    let mut configmap_file = None;
-    for path in files {
-        match read_profile(path) {
-            Err(diagnostics) => errors.extend(diagnostics.0),
-            Ok((manifests, _notes)) => {
-                all.selectors.extend(manifests.selectors);
-                let Some(data) = manifests.configmap else {
-                    continue;
-                };
-                match &configmap_file {
-                    Some(first) => errors.push(Diagnostic {
-                        severity: Severity::Error,
-                        file: Some(path.display().to_string()),
-                        position: None,
-                        selector: None,
-                        field: String::new(),
-                        message: format!(
-                            "a second ConfigMap (the first is in {first}): a profile is one ConfigMap (and any number of Selectors)"
-                        ),
-                    }),
-                    None => {
-                        configmap_file = Some(path.display().to_string());
-                        all.configmap = Some(data);
-                    }
-                }
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(all)
-    } else {
-        Err(errors)
-    }
 }

@@ -95,7 +95,13 @@ fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
             (manifests, name.to_string())
         }
     };
-    let (profile, diagnostics) = profile::compile_manifests(&manifests)
+    compile(&manifests, &name)
+}
+
+/// Compiles `manifests` (named `name` in errors), printing the warnings on
+/// stderr.
+fn compile(manifests: &profile::Manifests, name: &str) -> Result<Profile, String> {
+    let (profile, diagnostics) = profile::compile_manifests(manifests)
         .into_result()
         .map_err(|e| format!("{name}: {e}"))?;
     for d in diagnostics
@@ -105,6 +111,48 @@ fn load_profile(path: Option<&Path>) -> Result<Profile, String> {
         eprintln!("{d}");
     }
     Ok(profile)
+}
+
+/// The manifests of every file, as one profile: at most one ConfigMap.
+pub(crate) fn read_profile_files(
+    files: &[PathBuf],
+) -> Result<profile::Manifests, Vec<profile::Diagnostic>> {
+    let mut all = profile::Manifests::default();
+    let mut errors = Vec::new();
+    let mut configmap_file = None;
+    for path in files {
+        match read_profile(path) {
+            Err(diagnostics) => errors.extend(diagnostics.0),
+            Ok((manifests, _notes)) => {
+                all.selectors.extend(manifests.selectors);
+                let Some(data) = manifests.configmap else {
+                    continue;
+                };
+                match &configmap_file {
+                    Some(first) => errors.push(profile::Diagnostic {
+                        file: Some(path.display().to_string()),
+                        ..profile::Diagnostic::new(
+                            Severity::Error,
+                            None,
+                            "",
+                            format!(
+                                "a second ConfigMap (the first is in {first}): a profile is one ConfigMap (and any number of Selectors)"
+                            ),
+                        )
+                    }),
+                    None => {
+                        configmap_file = Some(path.display().to_string());
+                        all.configmap = Some(data);
+                    }
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Files named on the command line, or `-` for standard input.

@@ -8,16 +8,16 @@ mod report;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
-use eci_profile::budgets::{Checking, Ledger};
+use eci_profile::budgets::Checking;
 use eci_profile::decision::Exclusions;
 use eci_profile::labels::Labels;
 use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
-use eci_profile::profile::{self, Manifests, Profile, Severity};
+use eci_profile::profile::Profile;
 use eci_profile::review::{self, Context};
-use eci_profile::sources::file::{read_namespaces, read_profile, read_usage};
+use eci_profile::sources::file::read_namespaces;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -260,10 +260,8 @@ fn run_file(path: &Path, test: &ProfileTest) -> Result<FileResult, String> {
             .collect::<Result<_, _>>()
             .map_err(|e| format!("{file}: namespaces: {e}"))?,
     );
-    let usage = Mutex::new(match &test.usage {
-        Some(path) => read_usage(&base.join(path)).map_err(|e| format!("{file}: usage: {e}"))?,
-        None => Ledger::default(),
-    });
+    let usage = check::usage(test.usage.as_ref().map(|path| base.join(path)).as_deref())
+        .map_err(|e| format!("{file}: usage: {e}"))?;
     let exclusions = Exclusions::with_namespaces(test.exclude_namespaces.iter().cloned());
     let context = Context {
         profile: &profile,
@@ -304,37 +302,12 @@ fn load_profile(test_file: &str, base: &Path, paths: &[PathBuf]) -> Result<Profi
     if paths.is_empty() {
         return super::load_profile(None);
     }
-    let mut all = Manifests {
-        configmap: None,
-        selectors: Vec::new(),
-    };
-    let mut configmap_file: Option<&PathBuf> = None;
-    for path in paths {
-        let (manifests, _) =
-            read_profile(&base.join(path)).map_err(|d| format!("{test_file}: profile: {d}"))?;
-        if let Some(configmap) = manifests.configmap {
-            if let Some(first) = configmap_file {
-                return Err(format!(
-                    "{test_file}: profile: one ConfigMap at most, found one in {} and in {}",
-                    first.display(),
-                    path.display()
-                ));
-            }
-            configmap_file = Some(path);
-            all.configmap = Some(configmap);
-        }
-        all.selectors.extend(manifests.selectors);
-    }
-    let (profile, diagnostics) = profile::compile_manifests(&all)
-        .into_result()
-        .map_err(|e| format!("{test_file}: profile: {e}"))?;
-    for d in diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Warning)
-    {
-        eprintln!("{d}");
-    }
-    Ok(profile)
+    let files: Vec<PathBuf> = paths.iter().map(|path| base.join(path)).collect();
+    let manifests = super::read_profile_files(&files).map_err(|errors| {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        format!("{test_file}: profile: {}", errors.join("\n"))
+    })?;
+    super::compile(&manifests, &format!("{test_file}: profile"))
 }
 
 /// The request a case decides: its object, or the one object of its
