@@ -490,26 +490,34 @@ impl Metrics {
     pub fn rules_decided(&self, decision: &crate::decision::Decision<'_>) {
         let outcome = decision.outcome.as_str();
         use crate::decision::{Outcome, SkipReason};
-        let rules: Vec<&str> = match &decision.outcome {
+        // Runs for every request: the rules are borrowed, and a rule's name
+        // is copied into the set of counted rules only the first time.
+        let deciding;
+        let rules: &[&str] = match &decision.outcome {
             Outcome::Skipped(
                 SkipReason::NormalNodeOnly(rule) | SkipReason::OverBudget { rule, .. },
-            ) => vec![rule.as_str()],
-            Outcome::Skipped(_) => Vec::new(),
-            _ => decision.applied.clone(),
+            ) => {
+                deciding = [rule.as_str()];
+                &deciding
+            }
+            Outcome::Skipped(_) => return,
+            _ => &decision.applied,
         };
         if rules.is_empty() {
             return;
         }
         let mut counted = self.counted_rules.lock().unwrap_or_else(|e| e.into_inner());
         for rule in rules {
-            let rule = crate::truncate::echo(rule).into_owned();
+            let rule = crate::truncate::echo(rule);
             self.rule_decisions
                 .get_or_create(&RuleLabels {
-                    rule: rule.clone(),
+                    rule: rule.to_string(),
                     outcome,
                 })
                 .inc();
-            counted.insert(rule);
+            if !counted.contains(rule.as_ref()) {
+                counted.insert(rule.into_owned());
+            }
         }
     }
 
