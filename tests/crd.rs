@@ -9,14 +9,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::install_once::{InstallOnce, pip_install};
+use common::install_once::{run_with_json, validators};
 use serde_json::{Value, json};
-
-const VALIDATORS: &[&str] = &["jsonschema==4.26.0", "cel-python==0.5.0"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -441,41 +438,18 @@ fn cel_rules_iterate_only_over_bounded_data() {
 // ---------------------------------------------------------------------------
 // Objects against the schema.
 
-/// jsonschema and cel-python, installed once.
-fn validators() -> PathBuf {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    InstallOnce::new(&base, "crd-validators-v1")
-        .get(|target| pip_install(target, VALIDATORS))
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 /// The errors the schema and its CEL rules find in each object.
 fn validate(objects: &[Value]) -> Vec<Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let schema_file = dir.path().join("schema.json");
     std::fs::write(&schema_file, schema().to_string()).unwrap();
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/support/validate_selectors.py"))
-        .arg(&schema_file)
-        .env("PYTHONPATH", validators())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::Array(objects.to_vec()).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "validate_selectors.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let report = run_with_json(
+        Command::new("python3")
+            .arg(root().join("tests/support/validate_selectors.py"))
+            .arg(&schema_file)
+            .env("PYTHONPATH", validators()),
+        &Value::Array(objects.to_vec()),
     );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         report["compile_errors"],
         json!([]),

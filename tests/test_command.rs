@@ -9,7 +9,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::install_once::{InstallOnce, pip_install};
+use common::install_once::{run_with_json, validators};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -337,9 +337,6 @@ fn yaml(path: &Path) -> Value {
 
 /// The schema's errors for each document (jsonschema, Draft 2020-12).
 fn validate(documents: &[Value]) -> Vec<Vec<String>> {
-    let packages = InstallOnce::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "jsonschema-v1")
-        .get(|target| pip_install(target, &["jsonschema==4.26.0"]))
-        .unwrap_or_else(|e| panic!("{e}"));
     let script = r#"
 import json, sys
 from jsonschema import Draft202012Validator
@@ -349,29 +346,14 @@ validator = Draft202012Validator(schema)
 documents = json.load(sys.stdin)
 print(json.dumps([[e.message for e in validator.iter_errors(d)] for d in documents]))
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .arg(root().join("schemas/eci-profile-test.schema.json"))
-        .env("PYTHONPATH", packages)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(Value::from(documents.to_vec()).to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let errors = run_with_json(
+        Command::new("python3")
+            .args(["-c", script])
+            .arg(root().join("schemas/eci-profile-test.schema.json"))
+            .env("PYTHONPATH", validators()),
+        &Value::from(documents.to_vec()),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_value(errors).unwrap()
 }
 
 /// Just enough of an XML reader to tell the JUnit output is well formed:

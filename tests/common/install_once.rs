@@ -163,3 +163,37 @@ impl InstallOnce {
         Ok(file)
     }
 }
+
+/// jsonschema and cel-python from PyPI (schemas checked as the API server
+/// and the JSON Schema tools would), installed once; for `PYTHONPATH`.
+pub fn validators() -> PathBuf {
+    InstallOnce::new(Path::new(env!("CARGO_TARGET_TMPDIR")), "crd-validators-v1")
+        .get(|target| pip_install(target, &["jsonschema==4.26.0", "cel-python==0.5.0"]))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `command` with `input`, as JSON, on its standard input; its
+/// standard output, read as JSON (a panic with its stderr if it fails).
+pub fn run_with_json(command: &mut Command, input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
