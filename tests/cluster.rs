@@ -22,12 +22,11 @@ use common::{admission_fixture, eventually, is_watch, serve_command, serving_add
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::NamespaceLookup as _;
 use eci_profile::profile::Profile;
-use eci_profile::server::{Limits, State, admin, cluster, webhook};
+use eci_profile::server::{Limits, State, cluster};
 use eci_profile::sources::cluster::NamespaceCache;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tower::ServiceExt as _;
 
 // ---------- the fake API server ----------
 
@@ -635,30 +634,11 @@ impl Webhook {
     }
 
     async fn readyz(&self) -> (StatusCode, String) {
-        let response = admin::router(self.state.clone())
-            .oneshot(
-                axum::http::Request::get("/readyz")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        common::admin_get(&self.state, "/readyz").await
     }
 
     async fn mutate(&self, body: Vec<u8>) -> Value {
-        let response = webhook::router(self.state.clone())
-            .oneshot(
-                axum::http::Request::post("/mutate?timeout=5s")
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+        common::mutate(&self.state, body).await
     }
 }
 

@@ -22,12 +22,10 @@ use axum::routing::get;
 use common::is_watch;
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::StaticNamespaces;
-use eci_profile::server::{Limits, State, admin, cluster, webhook};
+use eci_profile::server::{Limits, State, cluster};
 use eci_profile::sources::pods::ScaleIn;
-use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
-use tower::ServiceExt as _;
 
 // ---------- the fake API server ----------
 
@@ -412,40 +410,12 @@ impl Webhook {
         metadata.remove("annotations");
         metadata.insert("labels".into(), json!({"app": "web"}));
         let body = eci_profile::review::pod_create_request(&pod, namespace, uid);
-        let response = webhook::router(self.state.clone())
-            .oneshot(
-                axum::http::Request::post("/mutate?timeout=10s")
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let review: Value =
-            serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes())
-                .unwrap();
+        let review = common::mutate(&self.state, body).await;
         review["response"].clone()
     }
 
     async fn metrics(&self) -> String {
-        let response = admin::router(self.state.clone())
-            .oneshot(
-                axum::http::Request::get("/metrics")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        String::from_utf8(
-            response
-                .into_body()
-                .collect()
-                .await
-                .unwrap()
-                .to_bytes()
-                .to_vec(),
-        )
-        .unwrap()
+        common::admin_get(&self.state, "/metrics").await.1
     }
 }
 

@@ -201,3 +201,40 @@ pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() 
     }
     condition()
 }
+
+/// `POST /mutate` to `state`'s webhook router, as the API server calls it;
+/// the AdmissionReview answered (a 200 is asserted).
+pub async fn mutate(state: &std::sync::Arc<eci_profile::server::State>, body: Vec<u8>) -> Value {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let response = eci_profile::server::webhook::router(state.clone())
+        .oneshot(
+            axum::http::Request::post("/mutate?timeout=5s")
+                .body(axum::body::Body::from(body))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
+}
+
+/// `GET path` from `state`'s admin router: the status and the body.
+pub async fn admin_get(
+    state: &std::sync::Arc<eci_profile::server::State>,
+    path: &str,
+) -> (axum::http::StatusCode, String) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let response = eci_profile::server::admin::router(state.clone())
+        .oneshot(
+            axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
