@@ -55,7 +55,11 @@ impl StaticNamespaces {
         let documents: Vec<Document> = if text.trim_start().starts_with('{') {
             vec![serde_json::from_str(text).map_err(|e| e.to_string())?]
         } else {
-            serde_saphyr::from_multiple(text).map_err(|e| e.without_snippet().to_string())?
+            let options = serde_saphyr::options! {
+                budget: crate::workloads::inventory_budget(text.len()),
+            };
+            serde_saphyr::from_multiple_with_options(text, options)
+                .map_err(|e| e.without_snippet().to_string())?
         };
         let mut namespaces = HashMap::new();
         for document in documents {
@@ -83,6 +87,15 @@ impl StaticNamespaces {
             }
         }
         Ok(Self { namespaces })
+    }
+
+    /// Adds (or replaces) the namespace of a Namespace object.
+    pub fn insert_object(&mut self, object: &Value) -> Result<(), String> {
+        let document: Document = serde_json::from_value(object.clone())
+            .map_err(|e| format!("a Namespace cannot be read: {e}"))?;
+        let (name, labels) = namespace(document)?;
+        self.namespaces.insert(name, Arc::new(labels));
+        Ok(())
     }
 
     /// Number of namespaces known.

@@ -71,6 +71,17 @@ impl Add<'_> {
     pub fn value(&self) -> &Value<'_> {
         &self.value
     }
+
+    /// The tokens of the path before the last one (unescaped).
+    pub fn parent(&self) -> &'static [&'static str] {
+        self.parent
+    }
+
+    /// The last token of the path (unescaped): an object key, `-` to
+    /// append; `None` when the operation adds [`parent`](Self::parent) itself.
+    pub fn key(&self) -> Option<&str> {
+        self.key
+    }
 }
 
 struct Path<'a, 'p>(&'a Add<'p>);

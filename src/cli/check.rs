@@ -15,7 +15,8 @@ use eci_profile::profile::SchedulingPolicy;
 use eci_profile::review::{self, Context, Evaluation};
 use eci_profile::sources::file::{read_namespaces, read_usage};
 use eci_profile::truncate::echo;
-use serde_json::{Value, json};
+use eci_profile::workloads;
+use serde_json::Value;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -200,25 +201,11 @@ pub(crate) fn documents(name: &str, text: &str) -> Result<Documents, String> {
             yaml: false,
         });
     }
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| format!("{name}: not YAML or JSON: {}", e.without_snippet()))?;
     Ok(Documents::Objects {
-        documents: documents.into_iter().filter(|d| !d.is_null()).collect(),
+        documents: workloads::parse_objects(text).map_err(|e| format!("{name}: {e}"))?,
         yaml: !json,
     })
 }
-
-/// Workload kinds whose pod template `check` can try, and the apiVersion
-/// and kind of the pods' owner.
-const WORKLOADS: &[(&str, (&str, &str))] = &[
-    ("Deployment", ("apps/v1", "ReplicaSet")),
-    ("ReplicaSet", ("apps/v1", "ReplicaSet")),
-    ("StatefulSet", ("apps/v1", "StatefulSet")),
-    ("DaemonSet", ("apps/v1", "DaemonSet")),
-    ("Job", ("batch/v1", "Job")),
-    ("CronJob", ("batch/v1", "Job")),
-    ("ReplicationController", ("v1", "ReplicationController")),
-];
 
 /// Adds the request for one object (a pod, a workload's pod template, an
 /// AdmissionReview, or each item of a List); other kinds are left out with
@@ -252,18 +239,16 @@ pub(crate) fn add_document(
             return Ok(());
         }
         "Pod" => document.clone(),
-        _ => match WORKLOADS.iter().find(|(k, _)| *k == kind) {
-            Some((_, owner)) => pod_from_template(&document, *owner)
-                .ok_or_else(|| format!("{file}: {kind} {} has no pod template", echo(&name)))?,
-            None => {
-                eprintln!(
-                    "{file}: skipping {} {}: not a pod, a workload or an AdmissionReview",
-                    echo(&kind),
-                    echo(&name)
-                );
-                return Ok(());
-            }
-        },
+        _ if workloads::is_workload(&kind) => workloads::pod_from_template(&document)
+            .ok_or_else(|| format!("{file}: {kind} {} has no pod template", echo(&name)))?,
+        _ => {
+            eprintln!(
+                "{file}: skipping {} {}: not a pod, a workload or an AdmissionReview",
+                echo(&kind),
+                echo(&name)
+            );
+            return Ok(());
+        }
     };
     let namespace = namespace
         .or_else(|| document["metadata"]["namespace"].as_str())
@@ -285,35 +270,6 @@ pub(crate) fn add_document(
         yaml,
     });
     Ok(())
-}
-
-/// The pod a workload controller would create from `workload`'s template.
-fn pod_from_template(
-    workload: &Value,
-    (owner_api_version, owner_kind): (&str, &str),
-) -> Option<Value> {
-    let template = if workload["kind"] == "CronJob" {
-        workload.pointer("/spec/jobTemplate/spec/template")?
-    } else {
-        workload.pointer("/spec/template")?
-    };
-    let name = workload["metadata"]["name"].as_str().unwrap_or("workload");
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let metadata_map = metadata.as_object_mut()?;
-    metadata_map.insert("generateName".into(), format!("{name}-").into());
-    metadata_map.insert(
-        "ownerReferences".into(),
-        json!([{"apiVersion": owner_api_version, "kind": owner_kind, "name": name, "controller": true}]),
-    );
-    Some(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
-    }))
 }
 
 /// What each namespace holds on virtual nodes, read from `path` (none:
