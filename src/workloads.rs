@@ -8,8 +8,9 @@
 //! hold: labels such as `pod-template-hash` (Deployment),
 //! `controller-revision-hash`, `statefulset.kubernetes.io/pod-name` and
 //! `apps.kubernetes.io/pod-index` (StatefulSet), `pod-template-generation`
-//! (DaemonSet), and the Job labels of a CronJob's Jobs. Rules selecting on
-//! those are approximated.
+//! (DaemonSet). The labels a Job's pods get are added (the Job's name and
+//! uid); a CronJob's next Job name is unknown, so its last one stands in.
+//! Rules selecting on those are approximated.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -52,6 +53,9 @@ pub fn pod_from_template(workload: &Value) -> Option<Value> {
         .unwrap_or_else(|| json!({}));
     let metadata_map = metadata.as_object_mut()?;
     metadata_map.insert("generateName".into(), format!("{name}-").into());
+    if matches!(kind, "Job" | "CronJob") {
+        add_job_labels(workload, metadata_map);
+    }
     metadata_map.insert(
         "ownerReferences".into(),
         json!([{"apiVersion": owner_api_version, "kind": owner_kind, "name": name, "controller": true}]),
@@ -62,6 +66,60 @@ pub fn pod_from_template(workload: &Value) -> Option<Value> {
         "metadata": metadata,
         "spec": template.get("spec").cloned().unwrap_or_else(|| json!({})),
     }))
+}
+
+/// Adds the labels the API server gives a Job's pod template (unless the
+/// Job picks its own selector): the Job's name and, when known, its uid. A
+/// CronJob's Jobs are named after the schedule time in minutes; the last
+/// one (`status.lastScheduleTime`), else 0, stands in for it.
+fn add_job_labels(workload: &Value, metadata: &mut serde_json::Map<String, Value>) {
+    if workload.pointer("/spec/manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let name = workload["metadata"]["name"].as_str().unwrap_or("job");
+    let (job_name, uid) = if workload["kind"] == "CronJob" {
+        let minutes = workload
+            .pointer("/status/lastScheduleTime")
+            .and_then(Value::as_str)
+            .and_then(unix_minutes)
+            .unwrap_or(0);
+        (format!("{name}-{minutes}"), None)
+    } else {
+        (name.to_string(), workload["metadata"]["uid"].as_str())
+    };
+    let labels = metadata
+        .entry("labels")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    let Some(labels) = labels else { return };
+    let mut add = |key: &str, value: &str| {
+        labels
+            .entry(key)
+            .or_insert_with(|| Value::String(value.to_string()));
+    };
+    add("batch.kubernetes.io/job-name", &job_name);
+    add("job-name", &job_name);
+    if let Some(uid) = uid {
+        add("batch.kubernetes.io/controller-uid", uid);
+        add("controller-uid", uid);
+    }
+}
+
+/// Minutes since the Unix epoch of an RFC 3339 UTC time (`2026-11-30T02:00:00Z`).
+fn unix_minutes(time: &str) -> Option<i64> {
+    let (date, clock) = time.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, d) = (date.next()?.ok()?, date.next()?.ok()?, date.next()?.ok()?);
+    let mut clock = clock.splitn(3, ':').map(|p| p.parse::<f64>());
+    let (hh, mm) = (clock.next()?.ok()? as i64, clock.next()?.ok()? as i64);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 1440 + hh * 60 + mm)
 }
 
 /// Reads objects from the text of a file: one JSON document, or YAML of one
@@ -293,6 +351,38 @@ mod tests {
             pod_from_template(&json!({"kind": "Deployment", "spec": {}})),
             None
         );
+    }
+
+    #[test]
+    fn job_pods_get_the_labels_the_api_server_gives_their_template() {
+        let job = json!({"kind": "Job", "metadata": {"name": "report", "uid": "u-1"},
+                         "spec": {"template": {"metadata": {"labels": {"job-name": "mine"}}, "spec": {}}}});
+        let labels = &pod_from_template(&job).unwrap()["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "report");
+        assert_eq!(
+            labels["job-name"], "mine",
+            "a label the template has is kept"
+        );
+        assert_eq!(labels["batch.kubernetes.io/controller-uid"], "u-1");
+        assert_eq!(labels["controller-uid"], "u-1");
+
+        let manual = json!({"kind": "Job", "metadata": {"name": "report"},
+                            "spec": {"manualSelector": true, "template": {"spec": {}}}});
+        assert_eq!(
+            pod_from_template(&manual).unwrap()["metadata"].get("labels"),
+            None
+        );
+
+        // 2026-11-30T02:00:00Z is 29,933,400 minutes after the epoch (as the
+        // CronJob controller names the Job).
+        let cronjob = json!({"kind": "CronJob", "metadata": {"name": "nightly"},
+                             "spec": {"jobTemplate": {"spec": {"template": {"spec": {}}}}},
+                             "status": {"lastScheduleTime": "2026-11-30T02:00:00Z"}});
+        let labels = &pod_from_template(&cronjob).unwrap()["metadata"]["labels"];
+        assert_eq!(labels["batch.kubernetes.io/job-name"], "nightly-29933400");
+        assert_eq!(labels.get("controller-uid"), None);
+        assert_eq!(unix_minutes("1970-01-01T00:01:00Z"), Some(1));
+        assert_eq!(unix_minutes("2000-03-01T00:00:00Z"), Some(15_864_480));
     }
 
     #[test]

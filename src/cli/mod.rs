@@ -1,10 +1,11 @@
-//! Command-line interface: `serve`, `check`, `test`, `validate`, `convert`,
+//! Command-line interface: `serve`, `check`, `test`, `validate`, `diff`, `convert`,
 //! `certs`, `version`, `completion`.
 
 mod certs;
 mod check;
 mod completion;
 mod convert;
+mod diff;
 mod logging;
 mod serve;
 mod test;
@@ -37,6 +38,8 @@ enum Command {
     Test(test::TestArgs),
     /// Validate profiles: ConfigMap and Selector manifests, or mounted directories.
     Validate(validate::ValidateArgs),
+    /// Show which workloads a profile change moves to or from virtual nodes.
+    Diff(diff::DiffArgs),
     /// Convert between the profile ConfigMap and Selector objects.
     Convert(convert::ConvertArgs),
     /// Write a CA and a serving certificate signed by it (ca.crt, tls.crt, tls.key).
@@ -62,6 +65,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Test(args) => test::run(args),
         Command::Validate(args) => validate::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Convert(args) => convert::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Version(args) => version::run(args),

@@ -131,7 +131,7 @@ pub struct ServeArgs {
     log_level: Option<String>,
 }
 
-fn namespaced_name(s: &str) -> Result<(String, String), String> {
+pub(super) fn namespaced_name(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
             Ok((ns.to_string(), name.to_string()))
@@ -216,7 +216,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         // Handlers first: a SIGTERM right after start must drain, not kill.
         let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
         let client = match in_cluster {
-            true => Some(kube_client(args.kubeconfig.as_deref()).await?),
+            true => Some(kube_client(args.kubeconfig.as_deref(), None).await?),
             false => None,
         };
         let mut own_ca = None;
@@ -321,18 +321,23 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A client from `kubeconfig`, else in-cluster configuration (or the usual kubeconfig).
-async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, String> {
+/// A client from `kubeconfig` (its `context`, else its current context),
+/// else in-cluster configuration (or the usual kubeconfig).
+pub(super) async fn kube_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, String> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?
+            let options = kube::config::KubeConfigOptions {
+                context: context.map(str::to_string),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?
         }
         None => kube::Config::infer()
             .await

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod file;
 pub mod pods;
 pub mod selectors;
+pub mod snapshot;
 pub mod watch;
 
 use crate::metrics::Metrics;

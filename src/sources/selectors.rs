@@ -37,7 +37,7 @@ pub const RECHECK: Duration = Duration::from_secs(30);
 const RETRY: Duration = Duration::from_secs(2);
 
 /// The plural resource name.
-const PLURAL: &str = "selectors";
+pub(crate) const PLURAL: &str = "selectors";
 
 /// Follows the cluster's Selector objects into an [`Assembly`].
 pub struct SelectorFollower {
@@ -327,7 +327,7 @@ impl SelectorFollower {
 
 /// The version of Selector objects to watch: the first of [`VERSIONS`] the
 /// API server serves; `None` when the group is not served.
-async fn served_version(client: &kube::Client) -> Result<Option<String>, kube::Error> {
+pub(crate) async fn served_version(client: &kube::Client) -> Result<Option<String>, kube::Error> {
     let request = axum::http::Request::get(format!("/apis/{GROUP}"))
         .body(Vec::new())
         .expect("a valid request");
