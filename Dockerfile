@@ -17,12 +17,13 @@ WORKDIR /src
 
 # Dependencies first, in a layer of their own: it is rebuilt only when
 # Cargo.toml or Cargo.lock change, not on every source change. The crate's own
-# targets are stubs here (the bench is declared in Cargo.toml, so it must exist).
+# targets are stubs here (the benches are declared in Cargo.toml, so they must exist).
 COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
  && echo 'fn main() {}' > benches/request_path.rs \
+ && echo 'fn main() {}' > benches/diff.rs \
  && cargo build --release --locked --bin eci-profile \
  && rm -rf src benches target/release/eci-profile* \
       target/release/deps/eci_profile-* target/release/deps/libeci_profile-* \

@@ -832,3 +832,103 @@ fn the_documented_docker_run_sets_variables_serve_reads() {
     }
     assert!(variables >= 2, "the docker run names the certificate files");
 }
+
+// ------------------------------------------------------ README CI snippets
+
+/// The README's CI snippets: the YAML blocks whose first line names the
+/// file (`# .github/workflows/...`, `# .gitlab-ci.yml`), by that name.
+fn readme_ci_snippets() -> Vec<(String, String)> {
+    let readme = read("README.md");
+    let mut snippets = Vec::new();
+    for block in readme.split("```yaml\n").skip(1) {
+        let body = block.split("\n```").next().unwrap();
+        let first = body.lines().next().unwrap_or_default();
+        if let Some(name) = first.strip_prefix("# ")
+            && (name.starts_with(".github/workflows/") || name == ".gitlab-ci.yml")
+        {
+            snippets.push((name.to_string(), format!("{body}\n")));
+        }
+    }
+    snippets
+}
+
+#[test]
+fn the_readme_ci_snippets_are_valid_and_their_scripts_pass_shellcheck() {
+    let tools = tools();
+    let snippets = readme_ci_snippets();
+    let names: Vec<&str> = snippets.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            ".github/workflows/eci-profile.yaml",
+            ".gitlab-ci.yml",
+            ".github/workflows/eci-profile-review.yaml"
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in &snippets {
+        let file = dir.path().join(name.replace('/', "_"));
+        std::fs::write(&file, text).unwrap();
+        let schema = if name.starts_with(".github") {
+            "vendor.github-workflows"
+        } else {
+            "vendor.gitlab-ci"
+        };
+        let out = output(
+            Command::new("python3")
+                .args(["-m", "check_jsonschema", "--builtin-schema", schema])
+                .arg(&file)
+                .env("PYTHONPATH", &tools),
+        );
+        assert!(
+            out.status.success(),
+            "README's {name} against {schema}:\n{}",
+            text_of(&out)
+        );
+        let snippet: Value = serde_saphyr::from_str(text).unwrap();
+        let scripts: Vec<String> = if name.starts_with(".github") {
+            steps(&snippet)
+                .iter()
+                .filter_map(|s| s["run"].as_str().map(str::to_string))
+                .collect()
+        } else {
+            snippet
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|job| job["script"].as_array().cloned().unwrap_or_default())
+                .filter_map(|line| line.as_str().map(str::to_string))
+                .collect()
+        };
+        for script in scripts {
+            assert!(
+                !script.contains("${{"),
+                "{name}: an expression in a script is injected as code; pass it through env:\n{script}"
+            );
+            let mut child = Command::new(tools.join("bin/shellcheck"))
+                .args(["--shell=bash", "--severity=style", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("shellcheck runs");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(script.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: shellcheck:\n{}\n{script}",
+                text_of(&out)
+            );
+        }
+    }
+}
+
+fn text_of(out: &Output) -> String {
+    text(out).chars().take(4000).collect()
+}

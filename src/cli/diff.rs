@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgGroup, Args, ValueEnum};
 use eci_profile::budgets::{Checking, Ledger};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::NamespaceLookup as _;
@@ -27,6 +27,10 @@ use eci_profile::workloads::{self, Inventory};
 use serde_json::{Value, json};
 
 #[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("in_force").required(true).multiple(true).args(["current", "kubeconfig"])),
+    group(ArgGroup::new("workloads").required(true).multiple(true).args(["inputs", "kubeconfig"])),
+)]
 pub struct DiffArgs {
     /// The proposed profile: ConfigMap and/or Selector manifests, or mounted
     /// ConfigMap directories (repeatable)
@@ -65,7 +69,7 @@ pub struct DiffArgs {
     /// Workloads, pods and namespaces: `kubectl get -A -o yaml` output (a
     /// List), manifests, `-` for standard input [default: read from the
     /// cluster of --kubeconfig]
-    #[arg(value_name = "INPUT", required_unless_present = "kubeconfig")]
+    #[arg(value_name = "INPUT")]
     inputs: Vec<PathBuf>,
 }
 
