@@ -12,15 +12,12 @@ mod export;
 use std::hint::black_box;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use eci_profile::budgets::{Checking, Ledger};
 use eci_profile::decision::Exclusions;
 use eci_profile::profile::{self, Profile, ProfileData};
 use eci_profile::profile_diff::Report;
-use eci_profile::review::Context;
 use eci_profile::workloads::{Inventory, parse_objects};
 
 const WORKLOADS: usize = 10_000;
@@ -72,17 +69,15 @@ fn diff(c: &mut Criterion) {
     let inventory = Inventory::from_objects(parse_objects(&text).unwrap()).unwrap();
     let (old, new) = (profile(CURRENT), profile(PROPOSED));
     let exclusions = Exclusions::default();
-    let usage = Mutex::new(Ledger::default());
-    let budgets = Checking(&usage);
-    let context = |profile| Context {
-        profile,
-        exclusions: &exclusions,
-        namespaces: &inventory.namespaces,
-        budgets: &budgets,
-    };
     group.bench_function("judge", |b| {
         b.iter(|| {
-            let report = Report::new(&inventory.workloads, context(&old), context(&new));
+            let report = Report::new(
+                &inventory.workloads,
+                &inventory.namespaces,
+                &exclusions,
+                &old,
+                &new,
+            );
             black_box(report.changed.len())
         })
     });

@@ -10,12 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Mutex;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::decision::{Decision, Outcome, Target};
-use crate::profile::SchedulingPolicy;
+use crate::budgets::{Checking, Ledger};
+use crate::decision::{Decision, Exclusions, Outcome, Target};
+use crate::namespaces::NamespaceLookup;
+use crate::profile::{Profile, SchedulingPolicy};
 use crate::review::{self, Context};
 use crate::workloads::Workload;
 
@@ -265,8 +268,30 @@ pub struct Report<'w> {
 }
 
 impl<'w> Report<'w> {
-    /// Judges every workload under `old` and `new`.
-    pub fn new(workloads: &'w [Workload], old: Context<'_>, new: Context<'_>) -> Self {
+    /// Judges every workload in its namespace (labels from `namespaces`,
+    /// `exclusions` left alone) under the profiles `old` and `new`. Budgets
+    /// are checked with nothing in use: each workload's pod alone against
+    /// the limits.
+    pub fn new(
+        workloads: &'w [Workload],
+        namespaces: &dyn NamespaceLookup,
+        exclusions: &Exclusions,
+        old: &Profile,
+        new: &Profile,
+    ) -> Self {
+        let usage = Mutex::new(Ledger::default());
+        let budgets = Checking(&usage);
+        let context = |profile| Context {
+            profile,
+            exclusions,
+            namespaces,
+            budgets: &budgets,
+        };
+        Self::judge(workloads, context(old), context(new))
+    }
+
+    /// Judges every workload under the contexts `old` and `new`.
+    pub fn judge(workloads: &'w [Workload], old: Context<'_>, new: Context<'_>) -> Self {
         let mut changed: Vec<Changed<'w>> = workloads
             .iter()
             .filter_map(|workload| {
@@ -335,15 +360,11 @@ impl<'w> Report<'w> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use serde_json::json;
 
     use super::*;
-    use crate::budgets::{Checking, Ledger};
-    use crate::decision::Exclusions;
     use crate::namespaces::StaticNamespaces;
-    use crate::profile::{self, Profile, ProfileData};
+    use crate::profile::{self, ProfileData};
 
     fn profile(selectors: Value) -> Profile {
         profile_with(selectors, None)
@@ -372,16 +393,8 @@ mod tests {
     }
 
     fn report<'w>(workloads: &'w [Workload], old: &Profile, new: &Profile) -> Report<'w> {
-        let (exclusions, namespaces) = (Exclusions::default(), StaticNamespaces::default());
-        let usage = Mutex::new(Ledger::default());
-        let budgets = Checking(&usage);
-        let context = |profile| Context {
-            profile,
-            exclusions: &exclusions,
-            namespaces: &namespaces,
-            budgets: &budgets,
-        };
-        Report::new(workloads, context(old), context(new))
+        let namespaces = StaticNamespaces::default();
+        Report::new(workloads, &namespaces, &Exclusions::default(), old, new)
     }
 
     fn rule(name: &str, app: &str, extra: Value) -> Value {

@@ -2,34 +2,18 @@
 //! a profile that decides as the one converted, rule for rule and patch for
 //! patch.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::Path;
+
+use common::cli::{repo, run, stderr};
 use eci_profile::profile::{self, Profile, Rule, SchedulingPolicy};
 use eci_profile::selector::Selector;
 use eci_profile::sources::file::read_profile;
 use tempfile::TempDir;
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eci-profile"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn repo(relative: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(relative)
-        .display()
-        .to_string()
-}
-
 fn upstream(name: &str) -> String {
     repo(&format!("tests/fixtures/upstream-selectors/{name}.yaml"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
 }
 
 /// Runs `convert` with `args`, expecting success; writes what it prints to

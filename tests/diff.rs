@@ -7,8 +7,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -16,32 +16,25 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::cli::{self, stderr, stdout};
 use common::export::{kubectl_export, namespaces};
 use common::fixture_path;
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn path(relative: &str) -> String {
-    root().join(relative).display().to_string()
+    cli::repo(relative)
 }
 
+/// `eci-profile diff` with `args`.
 fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eci-profile"))
-        .arg("diff")
-        .args(args)
-        .output()
-        .expect("runs")
+    cli::bin().arg("diff").args(args).output().expect("runs")
 }
 
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
+/// [`run`] off the test's runtime, which serves the fake API meanwhile.
+async fn run_beside(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || run(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .unwrap()
 }
 
 const CURRENT: &str = "manifests/examples/eci-profile.yaml";
@@ -578,11 +571,7 @@ async fn the_cluster_gives_the_profile_in_force_and_the_workloads() {
     .into_iter()
     .map(String::from)
     .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let output = run_beside(args).await;
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
     // nginx-test-1's Selector is already in force: it does not change.
@@ -680,11 +669,7 @@ async fn files_given_are_not_read_from_the_cluster() {
     .into_iter()
     .map(String::from)
     .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let output = run_beside(args).await;
     assert_eq!(
         stdout(&output).lines().last(),
         Some(SUMMARY),
@@ -708,11 +693,7 @@ async fn files_given_are_not_read_from_the_cluster() {
     .into_iter()
     .map(String::from)
     .collect();
-    let output = tokio::task::spawn_blocking(move || {
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let output = run_beside(args).await;
     assert_eq!(stdout(&output).lines().last(), Some(SUMMARY));
     assert!(world.lock().unwrap().requests.is_empty());
 }
@@ -733,11 +714,7 @@ async fn an_unreachable_cluster_is_trouble() {
         "--kubeconfig".into(),
         kubeconfig,
     ];
-    let output = tokio::task::spawn_blocking(move || {
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    })
-    .await
-    .unwrap();
+    let output = run_beside(args.to_vec()).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(
         stderr(&output).contains("cannot read ConfigMap kube-system/eci-profile"),

@@ -568,6 +568,25 @@ fn the_release_workflow_is_a_valid_github_workflow() {
     );
 }
 
+/// shellcheck (style level, as bash) on a script.
+fn run_shellcheck(shellcheck: &Path, script: &str) -> Output {
+    let mut child = Command::new(shellcheck)
+        .args(["--shell=bash", "--severity=style", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shellcheck runs");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn the_release_scripts_pass_shellcheck() {
     let shellcheck = tools().join("bin/shellcheck");
@@ -584,21 +603,7 @@ fn the_release_scripts_pass_shellcheck() {
             !script.contains("${{"),
             "an expression in a script is injected as code; pass it through env:\n{script}"
         );
-        let mut child = Command::new(&shellcheck)
-            .args(["--shell=bash", "--severity=style", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("shellcheck runs");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(script.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_shellcheck(&shellcheck, &script);
         assert!(
             out.status.success(),
             "shellcheck:\n{}\n{script}",
@@ -905,21 +910,7 @@ fn the_readme_ci_snippets_are_valid_and_their_scripts_pass_shellcheck() {
                 !script.contains("${{"),
                 "{name}: an expression in a script is injected as code; pass it through env:\n{script}"
             );
-            let mut child = Command::new(tools.join("bin/shellcheck"))
-                .args(["--shell=bash", "--severity=style", "-"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("shellcheck runs");
-            use std::io::Write as _;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(script.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
+            let out = run_shellcheck(&tools.join("bin/shellcheck"), &script);
             assert!(
                 out.status.success(),
                 "{name}: shellcheck:\n{}\n{script}",

@@ -7,8 +7,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
+use common::cli::{run, stderr, stdout};
 use common::install_once::{run_with_json, validators};
 use serde_json::Value;
 
@@ -22,21 +23,6 @@ fn example(relative: &str) -> String {
         .join(relative)
         .display()
         .to_string()
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_eci-profile"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8(o.stderr.clone()).unwrap()
 }
 
 /// A test file in a new directory, with the example profile and namespaces.

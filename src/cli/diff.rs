@@ -12,15 +12,12 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use clap::{ArgGroup, Args, ValueEnum};
-use eci_profile::budgets::{Checking, Ledger};
 use eci_profile::decision::Exclusions;
 use eci_profile::namespaces::NamespaceLookup as _;
 use eci_profile::profile::{Manifests, Profile};
 use eci_profile::profile_diff::{Changed, Report, Verdict};
-use eci_profile::review::Context;
 use eci_profile::sources::snapshot;
 use eci_profile::truncate::echo;
 use eci_profile::workloads::{self, Inventory};
@@ -122,15 +119,13 @@ fn compare(args: &DiffArgs) -> Result<bool, String> {
     let inventory = Inventory::from_objects(objects)?;
     note_left_out(&inventory, [&old, &new]);
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
-    let usage = Mutex::new(Ledger::default());
-    let budgets = Checking(&usage);
-    let context = |profile| Context {
-        profile,
-        exclusions: &exclusions,
-        namespaces: &inventory.namespaces,
-        budgets: &budgets,
-    };
-    let report = Report::new(&inventory.workloads, context(&old), context(&new));
+    let report = Report::new(
+        &inventory.workloads,
+        &inventory.namespaces,
+        &exclusions,
+        &old,
+        &new,
+    );
     let out = match args.output {
         Output::Text => text(&report),
         Output::Json => {
