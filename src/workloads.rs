@@ -160,7 +160,8 @@ pub struct Workload {
     pub kind: String,
     pub namespace: String,
     pub name: String,
-    /// The pod to judge: the template's pod, or the pod itself.
+    /// The pod to judge: the template's pod, or the pod itself as it would
+    /// be created again (without its node and status).
     pub pod: Value,
 }
 
@@ -224,7 +225,7 @@ impl Inventory {
             }
             let (kind, namespace, name) = identity(&object);
             let pod = if kind == "Pod" {
-                object
+                as_created(object)
             } else {
                 pod_from_template(&object)
                     .ok_or_else(|| format!("{kind} {namespace}/{name} has no pod template"))?
@@ -238,6 +239,19 @@ impl Inventory {
         }
         Ok(inventory)
     }
+}
+
+/// A running pod as it would be created again: without the node the
+/// scheduler bound it to (`spec.nodeName`) and without its status. What the
+/// webhook added when it was created stays: it cannot be told apart.
+fn as_created(mut pod: Value) -> Value {
+    if let Some(map) = pod.as_object_mut() {
+        map.remove("status");
+        if let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("nodeName");
+        }
+    }
+    pod
 }
 
 /// Adds `object` to `flat`, or the items of a List (`kind: List`, or any
@@ -396,8 +410,14 @@ mod tests {
             owned("Pod", "web-5d8f-abcde", "ReplicaSet", "web-5d8f", None),
             // A ReplicaSet whose Deployment is not in the inventory is judged.
             owned("ReplicaSet", "api-7c9", "Deployment", "api", Some("u9")),
-            // A pod owned by a controller of another kind (not listed) is judged.
-            owned("Pod", "db-0", "Cluster", "db", Some("u8")),
+            // A pod owned by a controller of another kind (not listed) is
+            // judged, as created again: without its node and status.
+            {
+                let mut pod = owned("Pod", "db-0", "Cluster", "db", Some("u8"));
+                pod["spec"]["nodeName"] = "node-a".into();
+                pod["status"] = json!({"phase": "Running"});
+                pod
+            },
             json!({"kind": "Pod", "metadata": {"name": "done", "namespace": "shop"}, "status": {"phase": "Succeeded"}}),
             json!({"kind": "Service", "metadata": {"name": "web"}}),
             json!({"kind": "Namespace", "metadata": {"name": "shop", "labels": {"eci": "true"}}}),
@@ -417,6 +437,8 @@ mod tests {
                 ("Pod", "shop", "db-0"),
             ]
         );
+        assert_eq!(inventory.workloads[2].pod["spec"].get("nodeName"), None);
+        assert_eq!(inventory.workloads[2].pod.get("status"), None);
         assert_eq!(inventory.owned, 2);
         assert_eq!(inventory.finished, 1);
         assert_eq!(

@@ -722,3 +722,32 @@ async fn an_unreachable_cluster_is_trouble() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_does_not_answer_is_trouble_after_the_request_timeout() {
+    // Accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--profile".to_string(),
+        path(CURRENT),
+        "--kubeconfig".into(),
+        kubeconfig(dir.path(), addr),
+        "--request-timeout".into(),
+        "1s".into(),
+    ];
+    let output = run_beside(args.to_vec()).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot read ConfigMap kube-system/eci-profile"),
+        "{}",
+        stderr(&output)
+    );
+}

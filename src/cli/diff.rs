@@ -47,6 +47,9 @@ pub struct DiffArgs {
     /// The kubeconfig's context to use [default: its current context]
     #[arg(long, value_name = "NAME", requires = "kubeconfig")]
     context: Option<String>,
+    /// How long one request to the cluster may take (connecting aside)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = super::serve::duration)]
+    request_timeout: std::time::Duration,
     /// The profile ConfigMap in the cluster
     #[arg(long, value_name = "NAMESPACE/NAME", default_value = "kube-system/eci-profile", value_parser = super::serve::namespaced_name)]
     profile_configmap: (String, String),
@@ -175,7 +178,11 @@ fn read_sources(args: &DiffArgs) -> Result<(Current, Vec<Value>), String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     eci_profile::tls::install_default_provider();
     runtime.block_on(async {
-        let client = super::serve::kube_client(Some(kubeconfig), args.context.as_deref()).await?;
+        let mut config =
+            super::serve::kube_config(Some(kubeconfig), args.context.as_deref()).await?;
+        config.read_timeout = Some(args.request_timeout);
+        config.write_timeout = Some(args.request_timeout);
+        let client = super::serve::client_of(config)?;
         let current = if args.current.is_empty() {
             let (ns, name) = &args.profile_configmap;
             let (manifests, notes) = snapshot::profile_in_force(&client, ns, name).await?;

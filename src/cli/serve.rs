@@ -140,7 +140,7 @@ pub(super) fn namespaced_name(s: &str) -> Result<(String, String), String> {
     }
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(super) fn duration(s: &str) -> Result<Duration, String> {
     parse_go_duration(s)
         .ok_or_else(|| format!("{s:?} is not a duration such as 10s, 500ms or 1m30s"))
 }
@@ -327,7 +327,15 @@ pub(super) async fn kube_client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, String> {
-    let config = match kubeconfig {
+    client_of(kube_config(kubeconfig, context).await?)
+}
+
+/// The configuration [`kube_client`] makes its client from.
+pub(super) async fn kube_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, String> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| format!("{}: {e} (--kubeconfig)", path.display()))?;
@@ -342,7 +350,11 @@ pub(super) async fn kube_client(
         None => kube::Config::infer()
             .await
             .map_err(|e| format!("cannot configure the Kubernetes client: {e}"))?,
-    };
+    })
+}
+
+/// A client from `config`.
+pub(super) fn client_of(config: kube::Config) -> Result<kube::Client, String> {
     kube::Client::try_from(config).map_err(|e| format!("cannot create the Kubernetes client: {e}"))
 }
 
