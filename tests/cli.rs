@@ -1015,3 +1015,24 @@ fn validate_usage_errors_exit_2() {
     let help = stdout(&run(&["validate", "--help"]));
     assert!(help.contains("Exit status: 0 every file valid; 1 an error (with --strict, also a warning) or an unreadable file; 2 a usage error."), "{help}");
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_failure() {
+    // `check ... | head -1`: the pipe is closed before the 200 explanations
+    // (over 64 KiB, more than the pipe holds) are written.
+    let pod = example("pods/web-deployment.yaml");
+    let mut args = vec!["check", "--profile"];
+    let profile = example("eci-profile.yaml");
+    args.push(&profile);
+    args.extend(std::iter::repeat_n(pod.as_str(), 200));
+    let mut child = bin()
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

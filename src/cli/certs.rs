@@ -29,12 +29,12 @@ pub fn run(args: CertsArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot generate certificates: {e}"))?;
     let ca = certs::write(&args.out, &generated)
         .map_err(|e| format!("cannot write into {}: {e}", args.out.display()))?;
-    println!(
-        "wrote {}, {} and {} (mode 0600); caBundle: base64 -w0 {}",
+    super::print(&format!(
+        "wrote {}, {} and {} (mode 0600); caBundle: base64 -w0 {}\n",
         ca.display(),
         args.out.join(certs::CERT_FILE).display(),
         args.out.join(certs::KEY_FILE).display(),
         ca.display()
-    );
+    ))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -132,7 +132,7 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    print!("{out}");
+    super::print(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -75,6 +75,6 @@ pub fn run(args: ConvertArgs) -> Result<ExitCode, String> {
     if diagnostics.has_errors() {
         return Ok(ExitCode::from(super::FAILURE));
     }
-    print!("{}", convert::to_yaml(&objects));
+    super::print(&convert::to_yaml(&objects))?;
     Ok(ExitCode::SUCCESS)
 }

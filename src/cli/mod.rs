@@ -159,6 +159,22 @@ pub(crate) fn read_profile_files(
     }
 }
 
+/// Writes `text` to standard output. A reader that stopped early (`| head`)
+/// is not an error; any other failure to write is.
+fn print(text: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Files named on the command line, or `-` for standard input.
 fn inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
     if paths.is_empty() {

@@ -5,7 +5,6 @@
 mod expectations;
 mod report;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -156,13 +155,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
             serde_json::to_string_pretty(&report::json(&results)).expect("JSON serialises") + "\n"
         }
     };
-    // A reader that stopped early (`| head`) is no failure of the tests.
-    match std::io::stdout().write_all(text.as_bytes()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            return Err(format!("cannot write the results: {e}"));
-        }
-        _ => {}
-    }
+    super::print(&text)?;
     let (_, failed) = report::counts(&results);
     Ok(if failed == 0 {
         ExitCode::SUCCESS

@@ -3,6 +3,7 @@
 //! Exit codes: 0 every file valid, 1 a file has errors (or, with
 //! `--strict`, warnings), 2 usage (clap).
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,10 +81,11 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
             }
         })
         .collect();
-    match args.output {
-        Output::Text => reports.iter().for_each(|r| print_text(r, args.strict)),
-        Output::Json => println!("{}", json(&reports, args.strict)),
-    }
+    let out = match args.output {
+        Output::Text => reports.iter().map(|r| text(r, args.strict)).collect(),
+        Output::Json => format!("{}\n", json(&reports, args.strict)),
+    };
+    super::print(&out)?;
     Ok(if reports.iter().all(|r| r.passes(args.strict)) {
         ExitCode::SUCCESS
     } else {
@@ -91,29 +93,35 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode, String> {
     })
 }
 
-fn print_text(report: &Report, strict: bool) {
+fn text(report: &Report, strict: bool) -> String {
+    let mut out = String::new();
     for d in report.diagnostics.iter() {
-        println!("{d}");
+        let _ = writeln!(out, "{d}");
     }
     let name = &report.name;
     let errors = report.count(Severity::Error);
     let warnings = report.count(Severity::Warning);
     match report.rules {
-        Some(_) if !report.passes(strict) => println!(
+        Some(_) if !report.passes(strict) => writeln!(
+            out,
             "{name}: invalid under --strict: {warnings} warning{}",
             plural(warnings)
         ),
-        Some(rules) => println!(
+        Some(rules) => writeln!(
+            out,
             "{name}: valid: {rules} selector{}, {warnings} warning{}",
             plural(rules),
             plural(warnings)
         ),
-        None => println!(
+        None => writeln!(
+            out,
             "{name}: invalid: {errors} error{}, {warnings} warning{}",
             plural(errors),
             plural(warnings)
         ),
     }
+    .expect("writing to a String cannot fail");
+    out
 }
 
 /// `{"files": [{"file", "valid", "rules", "diagnostics": [...]}], "errors", "warnings", "valid"}`.

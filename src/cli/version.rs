@@ -21,6 +21,6 @@ pub static TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 pub fn run(_: VersionArgs) -> Result<ExitCode, String> {
-    println!("eci-profile {}", *TEXT);
+    super::print(&format!("eci-profile {}\n", *TEXT))?;
     Ok(ExitCode::SUCCESS)
 }
