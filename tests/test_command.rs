@@ -198,7 +198,11 @@ fn a_malformed_test_file_is_refused_with_its_position() {
     ));
     let out = run(&["test", arg(&path)]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty());
+    assert!(
+        stdout(&out).ends_with("0 passed, 0 failed, 1 error\n"),
+        "{}",
+        stdout(&out)
+    );
     let err = stderr(&out);
     assert!(
         err.contains(&format!("{}: unknown variant `Mutated`", path.display()))
@@ -243,6 +247,44 @@ fn bad_inputs_are_named_and_exit_1() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn a_file_or_case_that_cannot_run_does_not_stop_the_others() {
+    // One directory: a test file whose second case names a missing file, and
+    // a malformed test file. Every other case runs; the run exits 1.
+    let (dir, _good) = test_file(&format!(
+        "  - name: web\n    resource: {}\n    expect: {{outcome: mutated}}\n  - name: gone\n    resource: missing.yaml\n    expect: {{}}\n",
+        example("pods/web-deployment.yaml")
+    ));
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "apiVersion: eci-profile.io/v1alpha1\nkind: ProfileTest\ncases:\n  - name: x\n    object: {kind: Pod}\n    expcet: {}\n",
+    )
+    .unwrap();
+    let junit = dir.path().join("junit.xml");
+    let out = run(&["test", "--junit", arg(&junit), arg(dir.path())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("broken.yaml\n  ERROR ")
+            && table.contains("broken.yaml: unknown field `expcet`"),
+        "{table}"
+    );
+    assert!(table.contains("  PASS web\n  ERROR gone\n"), "{table}");
+    assert!(table.ends_with("1 passed, 0 failed, 2 errors\n"), "{table}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let root = xml::parse(&xml).unwrap();
+    assert_eq!(root.attr("errors"), Some("2"));
+    assert_eq!(root.attr("tests"), Some("3"));
+    let errors: Vec<&str> = root
+        .children
+        .iter()
+        .flat_map(|suite| &suite.children)
+        .filter(|case| case.children.iter().any(|c| c.name == "error"))
+        .map(|case| case.attr("name").unwrap())
+        .collect();
+    assert_eq!(errors, ["(test file)", "gone"]);
 }
 
 #[test]

@@ -8,6 +8,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use eci_profile::budgets::Checking;
@@ -141,10 +142,20 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
     for path in &args.paths {
         find_test_files(path, true, &mut files)?;
     }
-    let results = files
+    let results: Vec<FileResult> = files
         .iter()
-        .map(|(path, test)| run_file(path, test))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(path, test)| match test {
+            Ok(test) => run_file(path, test),
+            Err(error) => {
+                eprintln!("eci-profile: {error}");
+                FileResult {
+                    file: path.display().to_string(),
+                    error: Some(error.clone()),
+                    cases: Vec::new(),
+                }
+            }
+        })
+        .collect();
     if let Some(path) = &args.junit {
         std::fs::write(path, report::junit(&results))
             .map_err(|e| format!("{}: cannot write: {e}", path.display()))?;
@@ -156,8 +167,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
         }
     };
     super::print(&text)?;
-    let (_, failed) = report::counts(&results);
-    Ok(if failed == 0 {
+    Ok(if report::Counts::of(&results).all_passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::FAILURE)
@@ -166,11 +176,13 @@ pub fn run(args: TestArgs) -> Result<ExitCode, String> {
 
 /// Reads `path` as a test file, or the test files under a directory (by
 /// name; `.yaml`, `.yml` and `.json` files of another kind are left out).
-/// A file named on the command line must be a ProfileTest.
+/// A file named on the command line must be a ProfileTest. A test file that
+/// cannot be read is kept with its error; a path that does not exist, or a
+/// directory holding no test file, is an error.
 fn find_test_files(
     path: &Path,
     named: bool,
-    out: &mut Vec<(PathBuf, ProfileTest)>,
+    out: &mut Vec<(PathBuf, Result<ProfileTest, String>)>,
 ) -> Result<(), String> {
     let name = path.display();
     let metadata = std::fs::metadata(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
@@ -197,7 +209,13 @@ fn find_test_files(
         }
         return Ok(());
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            out.push((path.to_path_buf(), Err(format!("{name}: cannot read: {e}"))));
+            return Ok(());
+        }
+    };
     if !named {
         let kind = serde_saphyr::from_str::<Value>(&text)
             .ok()
@@ -208,7 +226,7 @@ fn find_test_files(
     }
     out.push((
         path.to_path_buf(),
-        parse_test_file(&name.to_string(), &text)?,
+        parse_test_file(&name.to_string(), &text),
     ));
     Ok(())
 }
@@ -240,11 +258,32 @@ fn parse_test_file(name: &str, text: &str) -> Result<ProfileTest, String> {
     Ok(test)
 }
 
-/// Runs every case of one test file.
-fn run_file(path: &Path, test: &ProfileTest) -> Result<FileResult, String> {
+/// Runs every case of one test file; what keeps them all from running is
+/// the file's error, what keeps one from running is the case's.
+fn run_file(path: &Path, test: &ProfileTest) -> FileResult {
     let file = path.display().to_string();
+    match run_cases(&file, path, test) {
+        Ok(cases) => FileResult {
+            file,
+            error: None,
+            cases,
+        },
+        Err(error) => {
+            eprintln!("eci-profile: {error}");
+            FileResult {
+                file,
+                error: Some(error),
+                cases: Vec::new(),
+            }
+        }
+    }
+}
+
+/// The cases of one test file, after what they share (the profile, the
+/// namespaces, the usage) has been read.
+fn run_cases(file: &str, path: &Path, test: &ProfileTest) -> Result<Vec<CaseResult>, String> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let profile = load_profile(&file, base, test.profile.list())?;
+    let profile = load_profile(file, base, test.profile.list())?;
     let namespaces = NamespaceFiles(
         test.namespaces
             .list()
@@ -265,28 +304,51 @@ fn run_file(path: &Path, test: &ProfileTest) -> Result<FileResult, String> {
     let mut cases = Vec::new();
     for (i, case) in test.cases.iter().enumerate() {
         let what = format!("{file}: case {} ({})", i + 1, case.name);
-        let request = request_of(&what, base, case)?;
-        let reviewed =
-            review::review(&request.body, context).map_err(|e| format!("{what}: {e}"))?;
-        let decision = &reviewed.evaluation.decision;
-        let mut pod = check::request_object(&request.body);
-        json_patch::patch(&mut pod, &decision.patch.to_json_patch())
-            .map_err(|e| format!("{what}: the patch does not apply: {e}"))?;
-        let observed = Observed {
-            outcome: decision.outcome.as_str().to_string(),
-            reason: decision.outcome.reason().to_string(),
-            rules: decision.applied.iter().map(|r| r.to_string()).collect(),
-            policy: decision.policy.map(|p| p.as_str().to_string()),
-            pod,
+        let started = Instant::now();
+        let (resource, outcome) = match run_case(&what, base, case, context) {
+            Ok((resource, observed)) => (resource, Ok(observed)),
+            Err(error) => {
+                eprintln!("eci-profile: {error}");
+                (String::new(), Err(error))
+            }
+        };
+        let differences = match &outcome {
+            Ok(observed) => expectations::compare(&case.expect, observed),
+            Err(_) => Vec::new(),
         };
         cases.push(CaseResult {
             name: case.name.clone(),
-            resource: request.label,
-            differences: expectations::compare(&case.expect, &observed),
-            observed,
+            resource,
+            outcome,
+            differences,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
-    Ok(FileResult { file, cases })
+    Ok(cases)
+}
+
+/// Decides one case: the resource decided (as `check` names it) and what
+/// was decided.
+fn run_case(
+    what: &str,
+    base: &Path,
+    case: &TestCase,
+    context: Context<'_>,
+) -> Result<(String, Observed), String> {
+    let request = request_of(what, base, case)?;
+    let reviewed = review::review(&request.body, context).map_err(|e| format!("{what}: {e}"))?;
+    let decision = &reviewed.evaluation.decision;
+    let mut pod = check::request_object(&request.body);
+    json_patch::patch(&mut pod, &decision.patch.to_json_patch())
+        .map_err(|e| format!("{what}: the patch does not apply: {e}"))?;
+    let observed = Observed {
+        outcome: decision.outcome.as_str().to_string(),
+        reason: decision.outcome.reason().to_string(),
+        rules: decision.applied.iter().map(|r| r.to_string()).collect(),
+        policy: decision.policy.map(|p| p.as_str().to_string()),
+        pod,
+    };
+    Ok((request.label, observed))
 }
 
 /// The profile of the files given (one ConfigMap at most, any number of

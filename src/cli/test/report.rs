@@ -12,6 +12,9 @@ use super::expectations::{Difference, Observed};
 pub struct FileResult {
     /// The test file, as named on the command line (or found in a directory).
     pub file: String,
+    /// Why no case of the file could run (it cannot be read, its profile
+    /// does not compile...).
+    pub error: Option<String>,
     pub cases: Vec<CaseResult>,
 }
 
@@ -21,46 +24,96 @@ pub struct CaseResult {
     pub name: String,
     /// The resource decided (file and object, as `check` names it).
     pub resource: String,
-    pub observed: Observed,
+    /// What was decided, or why nothing could be.
+    pub outcome: Result<Observed, String>,
     /// Empty when the case passes.
     pub differences: Vec<Difference>,
+    /// How long the case took, for JUnit.
+    pub seconds: f64,
 }
 
 impl CaseResult {
     pub fn passed(&self) -> bool {
-        self.differences.is_empty()
+        self.outcome.is_ok() && self.differences.is_empty()
     }
 }
 
-/// (passed, failed) over all files.
-pub fn counts(files: &[FileResult]) -> (usize, usize) {
-    let all = files.iter().flat_map(|f| &f.cases);
-    let passed = all.clone().filter(|c| c.passed()).count();
-    (passed, all.count() - passed)
+/// The cases that passed, failed, and the errors (cases, and files whose
+/// cases could not run), over all files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
 }
 
-/// `PASS name` or `FAIL name` per case with the differences indented under
-/// it, and a summary line.
+impl Counts {
+    pub fn of(files: &[FileResult]) -> Self {
+        let mut counts = Counts {
+            passed: 0,
+            failed: 0,
+            errors: files.iter().filter(|f| f.error.is_some()).count(),
+        };
+        for case in files.iter().flat_map(|f| &f.cases) {
+            match &case.outcome {
+                Err(_) => counts.errors += 1,
+                Ok(_) if case.passed() => counts.passed += 1,
+                Ok(_) => counts.failed += 1,
+            }
+        }
+        counts
+    }
+
+    /// Whether every case ran and passed.
+    pub fn all_passed(&self) -> bool {
+        self.failed == 0 && self.errors == 0
+    }
+
+    /// "7 passed, 1 failed" (and ", 2 errors" when any).
+    fn line(&self) -> String {
+        let mut line = format!("{} passed, {} failed", self.passed, self.failed);
+        match self.errors {
+            0 => {}
+            1 => line.push_str(", 1 error"),
+            n => {
+                let _ = write!(line, ", {n} errors");
+            }
+        }
+        line
+    }
+}
+
+/// `PASS name`, `FAIL name` or `ERROR name` per case with the differences
+/// (or the error) indented under it, and a summary line.
 pub fn table(files: &[FileResult]) -> String {
     let mut out = String::new();
     for file in files {
         let _ = writeln!(out, "{}", file.file);
+        if let Some(error) = &file.error {
+            let _ = writeln!(out, "  ERROR {error}");
+        }
         for case in &file.cases {
-            let verdict = if case.passed() { "PASS" } else { "FAIL" };
-            let _ = writeln!(out, "  {verdict} {}", case.name);
+            match &case.outcome {
+                Err(error) => {
+                    let _ = writeln!(out, "  ERROR {}\n         {error}", case.name);
+                }
+                Ok(_) => {
+                    let verdict = if case.passed() { "PASS" } else { "FAIL" };
+                    let _ = writeln!(out, "  {verdict} {}", case.name);
+                }
+            }
             for difference in &case.differences {
                 let _ = writeln!(out, "         {difference}");
             }
         }
     }
-    let (passed, failed) = counts(files);
-    let _ = writeln!(out, "{passed} passed, {failed} failed");
+    let _ = writeln!(out, "{}", Counts::of(files).line());
     out
 }
 
 /// The whole run as one JSON document.
 pub fn json(files: &[FileResult]) -> Value {
-    let (passed, failed) = counts(files);
+    let counts = Counts::of(files);
     let files: Vec<Value> = files
         .iter()
         .map(|file| {
@@ -68,17 +121,21 @@ pub fn json(files: &[FileResult]) -> Value {
                 .cases
                 .iter()
                 .map(|case| {
-                    let o = &case.observed;
-                    json!({
-                        "name": case.name,
-                        "resource": case.resource,
-                        "passed": case.passed(),
-                        "got": {
+                    let got = match &case.outcome {
+                        Ok(o) => json!({
                             "outcome": o.outcome,
                             "reason": (!o.reason.is_empty()).then_some(&o.reason),
                             "rules": o.rules,
                             "policy": o.policy,
-                        },
+                        }),
+                        Err(_) => Value::Null,
+                    };
+                    json!({
+                        "name": case.name,
+                        "resource": case.resource,
+                        "passed": case.passed(),
+                        "error": case.outcome.as_ref().err(),
+                        "got": got,
                         "differences": case.differences.iter().map(|d| json!({
                             "field": d.field,
                             "expected": d.expected,
@@ -87,54 +144,86 @@ pub fn json(files: &[FileResult]) -> Value {
                     })
                 })
                 .collect();
-            json!({"file": file.file, "cases": cases})
+            json!({"file": file.file, "error": file.error, "cases": cases})
         })
         .collect();
-    json!({"passed": passed, "failed": failed, "files": files})
+    json!({"passed": counts.passed, "failed": counts.failed, "errors": counts.errors, "files": files})
 }
 
-/// JUnit XML: a `testsuite` per test file, a `testcase` per case, and a
-/// `failure` with the differences for each case that failed.
+/// JUnit XML: a `testsuite` per test file, a `testcase` per case (with
+/// its `time`), a `failure` with the differences for each case that failed
+/// and an `error` for each that could not run; a file whose cases could not
+/// run is a suite with one `testcase` holding the `error`.
 pub fn junit(files: &[FileResult]) -> String {
-    let (passed, failed) = counts(files);
+    let counts = Counts::of(files);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"eci-profile test\" tests=\"{}\" failures=\"{failed}\">",
-        passed + failed
+        "<testsuites name=\"eci-profile test\" tests=\"{}\" failures=\"{}\" errors=\"{}\">",
+        counts.passed + counts.failed + counts.errors,
+        counts.failed,
+        counts.errors
     );
     for file in files {
-        let failures = file.cases.iter().filter(|c| !c.passed()).count();
+        let file_counts = Counts::of(std::slice::from_ref(file));
         let _ = writeln!(
             out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" errors=\"0\">",
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\">",
             escape(&file.file),
-            file.cases.len()
+            file_counts.passed + file_counts.failed + file_counts.errors,
+            file_counts.failed,
+            file_counts.errors
         );
+        let classname = escape(&file.file);
+        if let Some(error) = &file.error {
+            let _ = writeln!(
+                out,
+                "    <testcase name=\"(test file)\" classname=\"{classname}\">\n      <error message=\"{}\" type=\"error\">{}</error>\n    </testcase>",
+                escape(first_line(error)),
+                escape(error)
+            );
+        }
         for case in &file.cases {
             let open = format!(
-                "    <testcase name=\"{}\" classname=\"{}\"",
+                "    <testcase name=\"{}\" classname=\"{classname}\" time=\"{:.3}\"",
                 escape(&case.name),
-                escape(&file.file)
+                case.seconds
             );
             if case.passed() {
                 let _ = writeln!(out, "{open}/>");
                 continue;
             }
-            let lines: Vec<String> = case.differences.iter().map(|d| d.to_string()).collect();
             let _ = writeln!(out, "{open}>");
-            let _ = writeln!(
-                out,
-                "      <failure message=\"{}\" type=\"expectation\">{}</failure>",
-                escape(&lines[0]),
-                escape(&format!("{}\n{}", case.resource, lines.join("\n")))
-            );
+            match &case.outcome {
+                Err(error) => {
+                    let _ = writeln!(
+                        out,
+                        "      <error message=\"{}\" type=\"error\">{}</error>",
+                        escape(first_line(error)),
+                        escape(error)
+                    );
+                }
+                Ok(_) => {
+                    let lines: Vec<String> =
+                        case.differences.iter().map(|d| d.to_string()).collect();
+                    let _ = writeln!(
+                        out,
+                        "      <failure message=\"{}\" type=\"expectation\">{}</failure>",
+                        escape(&lines[0]),
+                        escape(&format!("{}\n{}", case.resource, lines.join("\n")))
+                    );
+                }
+            }
             let _ = writeln!(out, "    </testcase>");
         }
         let _ = writeln!(out, "  </testsuite>");
     }
     out.push_str("</testsuites>\n");
     out
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
 }
 
 /// Text as XML character data or an attribute value (quoted with `"`):
@@ -172,20 +261,22 @@ mod tests {
         CaseResult {
             name: name.into(),
             resource: "pods.yaml: Pod default/api".into(),
-            observed: Observed {
+            outcome: Ok(Observed {
                 outcome: "skipped".into(),
                 reason: "not-selected".into(),
                 rules: Vec::new(),
                 policy: None,
                 pod: Value::Null,
-            },
+            }),
             differences,
+            seconds: 0.0012,
         }
     }
 
     fn results() -> Vec<FileResult> {
         vec![FileResult {
             file: "tests/a.yaml".into(),
+            error: None,
             cases: vec![
                 case("passes", Vec::new()),
                 case(
@@ -208,6 +299,68 @@ mod tests {
         );
     }
 
+    /// The results with a case that could not run and a file that could not be read.
+    fn with_errors() -> Vec<FileResult> {
+        let mut files = results();
+        files[0].cases.push(CaseResult {
+            outcome: Err("tests/a.yaml: case 3 (gone): missing.yaml: cannot read".into()),
+            ..case("gone", Vec::new())
+        });
+        files.push(FileResult {
+            file: "tests/b.yaml".into(),
+            error: Some("tests/b.yaml: line 3 column 1: unknown field `case`".into()),
+            cases: Vec::new(),
+        });
+        files
+    }
+
+    #[test]
+    fn errors_are_shown_counted_and_reported_to_junit() {
+        let files = with_errors();
+        let text = table(&files);
+        assert!(
+            text.contains(
+                "  ERROR gone\n         tests/a.yaml: case 3 (gone): missing.yaml: cannot read\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "tests/b.yaml\n  ERROR tests/b.yaml: line 3 column 1: unknown field `case`\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("1 passed, 1 failed, 2 errors\n"), "{text}");
+        assert!(!Counts::of(&files).all_passed());
+
+        let doc = json(&files);
+        assert_eq!(doc["errors"], 2);
+        assert_eq!(doc["files"][0]["cases"][2]["passed"], false);
+        assert_eq!(doc["files"][0]["cases"][2]["got"], Value::Null);
+        assert!(
+            doc["files"][1]["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown field")
+        );
+
+        let xml = junit(&files);
+        assert!(
+            xml.contains(
+                "<testsuites name=\"eci-profile test\" tests=\"4\" failures=\"1\" errors=\"2\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<testsuite name=\"tests/a.yaml\" tests=\"3\" failures=\"1\" errors=\"1\">"
+            ),
+            "{xml}"
+        );
+        assert!(xml.contains("<testcase name=\"gone\" classname=\"tests/a.yaml\" time=\"0.001\">\n      <error message=\"tests/a.yaml: case 3 (gone): missing.yaml: cannot read\" type=\"error\">"), "{xml}");
+        assert!(xml.contains("<testsuite name=\"tests/b.yaml\" tests=\"1\" failures=\"0\" errors=\"1\">\n    <testcase name=\"(test file)\" classname=\"tests/b.yaml\">\n      <error message=\"tests/b.yaml: line 3 column 1: unknown field `case`\""), "{xml}");
+    }
+
     #[test]
     fn json_counts_and_lists_differences() {
         let doc = json(&results());
@@ -223,15 +376,17 @@ mod tests {
     #[test]
     fn junit_escapes_names_and_messages() {
         let xml = junit(&results());
-        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"eci-profile test\" tests=\"2\" failures=\"1\">\n"));
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"eci-profile test\" tests=\"2\" failures=\"1\" errors=\"0\">\n"));
         assert!(
             xml.contains(
                 "<testsuite name=\"tests/a.yaml\" tests=\"2\" failures=\"1\" errors=\"0\">"
             )
         );
-        assert!(xml.contains("<testcase name=\"passes\" classname=\"tests/a.yaml\"/>"));
+        assert!(
+            xml.contains("<testcase name=\"passes\" classname=\"tests/a.yaml\" time=\"0.001\"/>")
+        );
         assert!(xml.contains(
-            "<testcase name=\"fails &lt;here&gt; &amp; &quot;there&quot;\" classname=\"tests/a.yaml\">\n      <failure message=\"outcome: expected mutated, got skipped\" type=\"expectation\">pods.yaml: Pod default/api&#10;outcome: expected mutated, got skipped</failure>\n    </testcase>"
+            "<testcase name=\"fails &lt;here&gt; &amp; &quot;there&quot;\" classname=\"tests/a.yaml\" time=\"0.001\">\n      <failure message=\"outcome: expected mutated, got skipped\" type=\"expectation\">pods.yaml: Pod default/api&#10;outcome: expected mutated, got skipped</failure>\n    </testcase>"
         ));
         assert!(xml.ends_with("</testsuites>\n"));
     }
