@@ -571,7 +571,7 @@ fn unknown_keys_and_fields_suggest_the_meant_name() {
     assert!(c.profile.is_some(), "{}", c.diagnostics);
     let suggested: Vec<(&str, Option<&str>)> = findings(&c, Severity::Warning)
         .into_iter()
-        .map(|d| (d.field.as_str(), d.suggestion()))
+        .map(|d| (d.field.as_str(), d.suggestion.as_deref()))
         .collect();
     for expected in [
         (
@@ -603,7 +603,7 @@ fn a_selector_left_empty_by_unknown_fields_is_an_error() {
         &compile_selectors(r#"[{"name": "x", "objectSelector": {"matchLabel": {"a": "b"}}}]"#),
         "selectors[0].objectSelector.matchLabel: unknown field: without it the selector is empty and matches everything",
     );
-    assert_eq!(e.suggestion(), Some("matchLabels"));
+    assert_eq!(e.suggestion.as_deref(), Some("matchLabels"));
     assert_eq!(e.selector.as_deref(), Some("x"));
     // Also beside a namespace selector, and with an empty matchLabels.
     let e = assert_one_error(
@@ -613,7 +613,7 @@ fn a_selector_left_empty_by_unknown_fields_is_an_error() {
         ),
         "matchExpresions: unknown field: without it",
     );
-    assert_eq!(e.suggestion(), Some("matchExpressions"));
+    assert_eq!(e.suggestion.as_deref(), Some("matchExpressions"));
     // Written empty on purpose: a warning, as before.
     let c = compile_selectors(r#"[{"name": "y", "objectSelector": {}}]"#);
     assert!(c.profile.is_some(), "{}", c.diagnostics);
@@ -629,7 +629,7 @@ fn a_selector_left_empty_by_unknown_fields_is_an_error() {
     assert!(c.profile.is_some(), "{}", c.diagnostics);
     let warnings = findings(&c, Severity::Warning);
     assert_eq!(warnings.len(), 1, "{}", c.diagnostics);
-    assert_eq!(warnings[0].suggestion(), Some("matchLabels"));
+    assert_eq!(warnings[0].suggestion.as_deref(), Some("matchLabels"));
 }
 
 #[test]
@@ -674,7 +674,7 @@ fn selector_objects_get_the_same_checks() {
         &c,
         "s.yaml:5:23: error: selector \"web\": spec.objectLabels.matchLabel: unknown field: without it the selector is empty",
     );
-    assert_eq!(e.suggestion(), Some("matchLabels"));
+    assert_eq!(e.suggestion.as_deref(), Some("matchLabels"));
     let text = selector_object("web", "{objectLabel: {matchLabels: {app: web}}}");
     let (manifests, _) = profile::Manifests::read("s.yaml", &text).unwrap();
     let c = profile::compile_manifests(&manifests);
@@ -683,7 +683,7 @@ fn selector_objects_get_the_same_checks() {
         .find(|d| d.field == "spec.objectLabel")
         .cloned();
     assert_eq!(
-        warning.as_ref().and_then(Diagnostic::suggestion),
+        warning.as_ref().and_then(|d| d.suggestion.as_deref()),
         Some("objectLabels"),
         "{}",
         c.diagnostics

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 
-use super::diagnostic::{add_note, did_you_mean};
 use super::node::{self, Node, Position, Value};
 use super::suggest::suggest;
 use super::{
@@ -112,11 +112,13 @@ pub fn compile(data: &ProfileData) -> Compiled {
                     .chain(VIRTUAL_NODE_KEYS)
                     .copied()
                     .collect();
-                let mut message = String::from("unknown key, ignored");
-                if let Some(name) = suggest(other, &known) {
-                    message.push_str(&did_you_mean(name));
-                }
-                checker.report(Severity::Warning, "", Position::default(), message)
+                checker.report_suggesting(
+                    Severity::Warning,
+                    "",
+                    Position::default(),
+                    "unknown key, ignored",
+                    suggest(other, &known),
+                )
             }
         }
     }
@@ -172,6 +174,18 @@ impl Checker {
         position: Position,
         message: impl Into<String>,
     ) {
+        self.report_suggesting(severity, field, position, message, None);
+    }
+
+    /// [`report`](Self::report), with the name probably meant.
+    pub(super) fn report_suggesting(
+        &mut self,
+        severity: Severity,
+        field: &str,
+        position: Position,
+        message: impl Into<String>,
+        suggestion: Option<&str>,
+    ) {
         let mut message = message.into();
         let inner = position.is_known();
         let (file, mapped) = match self.origin.as_ref().unwrap_or(&Origin::None) {
@@ -196,12 +210,10 @@ impl Checker {
             mapped => mapped,
         };
         if inner && mapped.is_none() {
-            add_note(
-                &mut message,
-                &format!(
-                    " (line {}, column {} of the {} value)",
-                    position.line, position.column, self.key
-                ),
+            let _ = write!(
+                message,
+                " (line {}, column {} of the {} value)",
+                position.line, position.column, self.key
             );
         }
         let field = if field.is_empty() {
@@ -216,11 +228,32 @@ impl Checker {
             selector: self.selector.clone(),
             field,
             message,
+            suggestion: suggestion.map(str::to_string),
         });
     }
 
     pub(super) fn error(&mut self, field: &str, node: &Node, message: impl Into<String>) {
         self.report(Severity::Error, field, node.position, message);
+    }
+
+    /// `what` about the unknown field `key`, with the `known` fields and the
+    /// one probably meant.
+    fn unknown_field(
+        &mut self,
+        severity: Severity,
+        field: &str,
+        key: &Node,
+        what: &str,
+        known: &[&str],
+    ) {
+        let name = key.as_str().unwrap_or_default();
+        self.report_suggesting(
+            severity,
+            field,
+            key.position,
+            format!("{what} (known: {})", known.join(", ")),
+            suggest(name, known),
+        );
     }
 
     pub(super) fn warning(&mut self, field: &str, node: &Node, message: impl Into<String>) {
@@ -284,10 +317,12 @@ impl Checker {
         for (key, _) in entries {
             match key.as_str() {
                 Some(k) if known.contains(&k) => {}
-                Some(k) => self.warning(
+                Some(k) => self.unknown_field(
+                    Severity::Warning,
                     &format!("{path}.{k}"),
                     key,
-                    unknown_field_message("unknown field, ignored", k, known),
+                    "unknown field, ignored",
+                    known,
                 ),
                 None => self.warning(path, key, "field names must be strings"),
             }
@@ -631,14 +666,12 @@ impl Checker {
         for (key, _) in fields {
             match key.as_str() {
                 Some(k) if LABEL_SELECTOR_FIELDS.contains(&k) => {}
-                Some(k) => self.error(
+                Some(k) => self.unknown_field(
+                    Severity::Error,
                     &format!("{path}.{k}"),
                     key,
-                    unknown_field_message(
-                        "unknown field: without it the selector is empty and matches everything",
-                        k,
-                        LABEL_SELECTOR_FIELDS,
-                    ),
+                    "unknown field: without it the selector is empty and matches everything",
+                    LABEL_SELECTOR_FIELDS,
                 ),
                 None => self.error(path, key, "field names must be strings"),
             }
@@ -1028,16 +1061,6 @@ impl Checker {
             _ => Some(value),
         }
     }
-}
-
-/// `what` about unknown field `name`, with the `known` fields and the one
-/// probably meant.
-fn unknown_field_message(what: &str, name: &str, known: &[&str]) -> String {
-    let mut message = format!("{what} (known: {})", known.join(", "));
-    if let Some(meant) = suggest(name, known) {
-        message.push_str(&did_you_mean(meant));
-    }
-    message
 }
 
 /// The names of the ConfigMap's rules in `data`, as written, whether or not

@@ -10,25 +10,6 @@ use crate::truncate::{self, echo, truncate};
 /// How much of a message is shown: its own words and a value echoed whole.
 const MESSAGE_LIMIT: usize = 2 * truncate::LIMIT;
 
-/// How a message ends when it suggests a name: `; did you mean "NAME"?`.
-const SUGGESTION_START: &str = "; did you mean \"";
-const SUGGESTION_END: &str = "\"?";
-
-/// Adds `note` to `message`, before the suggestion if it ends with one.
-pub(super) fn add_note(message: &mut String, note: &str) {
-    let at = match message.strip_suffix(SUGGESTION_END) {
-        Some(head) => head.rfind(SUGGESTION_START).unwrap_or(message.len()),
-        None => message.len(),
-    };
-    message.insert_str(at, note);
-}
-
-/// The end of a message suggesting `name`, a key or field of the format
-/// (read back by [`Diagnostic::suggestion`]).
-pub fn did_you_mean(name: &str) -> String {
-    format!("{SUGGESTION_START}{name}{SUGGESTION_END}")
-}
-
 /// How serious a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -63,6 +44,9 @@ pub struct Diagnostic {
     /// The field, as a path from the ConfigMap's data key, e.g. `selectors[0].effect.labels`.
     pub field: String,
     pub message: String,
+    /// The key or field of the format probably meant instead of a misspelt
+    /// one; shown after the message as `; did you mean "NAME"?`.
+    pub suggestion: Option<String>,
 }
 
 impl Diagnostic {
@@ -76,16 +60,17 @@ impl Diagnostic {
             selector: selector.map(str::to_string),
             field: field.to_string(),
             message,
+            suggestion: None,
         }
     }
 
-    /// The name the message suggests instead of a misspelt one, if any.
-    pub fn suggestion(&self) -> Option<&str> {
-        let (_, name) = self
-            .message
-            .strip_suffix(SUGGESTION_END)?
-            .rsplit_once(SUGGESTION_START)?;
-        (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric())).then_some(name)
+    /// The message with its suggestion, if any.
+    pub fn full_message(&self) -> String {
+        let message = truncate(&self.message, MESSAGE_LIMIT);
+        match &self.suggestion {
+            Some(name) => format!("{message}; did you mean {name:?}?"),
+            None => message.into_owned(),
+        }
     }
 
     /// The finding as a JSON object: `file`, `line`, `column`, `severity`,
@@ -100,10 +85,10 @@ impl Diagnostic {
             "severity": self.severity.to_string(),
             "rule": self.selector,
             "field": self.field,
-            "message": truncate(&self.message, MESSAGE_LIMIT),
+            "message": self.full_message(),
         });
-        if let Some(name) = self.suggestion() {
-            json["suggestion"] = name.into();
+        if let Some(name) = &self.suggestion {
+            json["suggestion"] = name.as_str().into();
         }
         json
     }
@@ -126,7 +111,7 @@ impl fmt::Display for Diagnostic {
         if !self.field.is_empty() {
             write!(f, "{}: ", echo(&self.field))?;
         }
-        f.write_str(&truncate(&self.message, MESSAGE_LIMIT))
+        f.write_str(&self.full_message())
     }
 }
 
@@ -168,14 +153,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_suggestion_is_read_back_after_notes() {
-        let mut message = format!("unknown field, ignored{}", did_you_mean("matchLabels"));
-        add_note(&mut message, " (line 1, column 2 of the selectors value)");
-        let d = Diagnostic::new(Severity::Warning, Some("r"), "selectors[0].x", message);
-        assert_eq!(d.suggestion(), Some("matchLabels"));
-        assert!(d.message.ends_with("value); did you mean \"matchLabels\"?"));
+    fn a_suggestion_ends_the_message() {
+        let d = Diagnostic {
+            suggestion: Some("matchLabels".into()),
+            ..Diagnostic::new(
+                Severity::Warning,
+                Some("r"),
+                "selectors[0].x",
+                "unknown field, ignored (line 1, column 2 of the selectors value)".into(),
+            )
+        };
+        assert_eq!(
+            d.to_string(),
+            "warning: selector \"r\": selectors[0].x: unknown field, ignored (line 1, column 2 of the selectors value); did you mean \"matchLabels\"?"
+        );
         let plain = Diagnostic::new(Severity::Error, None, "", "ends \"with a quote\"?".into());
-        assert_eq!(plain.suggestion(), None);
+        assert_eq!(plain.to_string(), "error: ends \"with a quote\"?");
     }
 
     #[test]
@@ -183,11 +176,12 @@ mod tests {
         let d = Diagnostic {
             file: Some("p.yaml".into()),
             position: Some(Position { line: 3, column: 7 }),
+            suggestion: Some("matchLabels".into()),
             ..Diagnostic::new(
                 Severity::Error,
                 Some("web"),
                 "selectors[0].objectSelector.matchLabel",
-                format!("unknown field{}", did_you_mean("matchLabels")),
+                "unknown field".into(),
             )
         };
         assert_eq!(

@@ -84,6 +84,7 @@ fn read_error(file: &str, field: String, message: String) -> Diagnostics {
         selector: None,
         field,
         message,
+        suggestion: None,
     }])
 }
 
