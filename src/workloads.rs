@@ -188,10 +188,7 @@ impl Inventory {
     /// a pod, it has finished. An object without a namespace is in
     /// `default`.
     pub fn from_objects(objects: Vec<Value>) -> Result<Self, String> {
-        let mut flat = Vec::with_capacity(objects.len());
-        for object in objects {
-            flatten(object, &mut flat);
-        }
+        let flat = flatten_lists(objects);
         let mut uids = HashSet::new();
         let mut names = HashSet::new();
         for object in &flat {
@@ -252,6 +249,16 @@ fn as_created(mut pod: Value) -> Value {
         }
     }
     pod
+}
+
+/// The objects, with each List (`kind: List`, or any `...List` kind with
+/// `items`) replaced by its items.
+pub fn flatten_lists(objects: Vec<Value>) -> Vec<Value> {
+    let mut flat = Vec::with_capacity(objects.len());
+    for object in objects {
+        flatten(object, &mut flat);
+    }
+    flat
 }
 
 /// Adds `object` to `flat`, or the items of a List (`kind: List`, or any

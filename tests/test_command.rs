@@ -613,3 +613,53 @@ fn the_schema_names_every_skip_reason_and_policy() {
     policies.push("none");
     assert_eq!(expect["policy"]["enum"], serde_json::json!(policies));
 }
+
+#[test]
+fn upstream_selectors_against_workloads_as_kubectl_exports_them() {
+    // The open-source eci-profile's Selector examples as the profile, and
+    // objects of `kubectl get -A -o yaml` (one List of every kind) as cases.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("upstream.test.yaml");
+    let fixtures = root().join("tests/fixtures");
+    let fixture = |relative: &str| fixtures.join(relative).display().to_string();
+    std::fs::write(
+        &path,
+        format!(
+            r#"apiVersion: eci-profile.io/v1alpha1
+kind: ProfileTest
+profile: [{vno}, {nnp}, {fair}]
+cases:
+  - name: the virtual-node-only Selector sends nginx-test-1
+    resource: {export}
+    select: {{kind: Deployment, name: nginx-test-1}}
+    expect:
+      outcome: mutated
+      rules: [test-virtual-node-only]
+      policy: virtualNodeOnly
+      annotations: {{k8s.aliyun.com/eci-image-cache: "true"}}
+      labels: {{eci-profile.io/virtual-node: "true"}}
+      nodeSelector: {{k8s.aliyun.com/vnode: "true"}}
+  - name: the normal-node-prefer Selector lets nginx-test-2 overflow
+    resource: {export}
+    select: {{kind: Deployment, name: nginx-test-2}}
+    expect: {{outcome: mutated, rules: [test-normal-node-prefer], policy: normalNodePrefer, nodeSelector: {{k8s.aliyun.com/vnode: null}}}}
+  - name: a Deployment no Selector names stays
+    resource: {export}
+    select: {{kind: Deployment, name: web}}
+    expect: {{outcome: skipped, reason: not-selected}}
+"#,
+            vno = fixture("upstream-selectors/virtual-node-only.yaml"),
+            nnp = fixture("upstream-selectors/normal-node-prefer.yaml"),
+            fair = fixture("upstream-selectors/fair.yaml"),
+            export = fixture("diff/cluster.yaml"),
+        ),
+    )
+    .unwrap();
+    let out = run(&["test", arg(&path)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).ends_with("3 passed, 0 failed\n"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -18,6 +18,7 @@ use eci_profile::namespaces::{NamespaceLookup, StaticNamespaces};
 use eci_profile::profile::Profile;
 use eci_profile::review::{self, Context};
 use eci_profile::sources::file::read_namespaces;
+use eci_profile::workloads;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -391,7 +392,8 @@ fn request_of(what: &str, base: &Path, case: &TestCase) -> Result<check::Case, S
         (None, Some(object)) => (what.to_string(), vec![object.clone()], true),
         (None, None) => return Err(format!("{what}: give resource or object")),
     };
-    let chosen: Vec<Value> = documents
+    // A `kubectl get -o yaml` export is one List: its items are chosen from.
+    let chosen: Vec<Value> = workloads::flatten_lists(documents)
         .into_iter()
         .filter(|d| selects(case.select.as_ref(), d))
         .collect();
