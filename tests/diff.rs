@@ -140,13 +140,9 @@ fn exit_code_says_whether_anything_changes() {
     assert_eq!(stdout(&same), "no workload changes (11 judged)\n");
 
     // The export on standard input, as `kubectl get ... -o yaml | eci-profile diff ... -`.
-    let piped = cli::run_stdin(
-        &with(&["diff".to_string()], &[])
-            .into_iter()
-            .chain(with(&proposed, &["--current", &current, "-"]))
-            .collect::<Vec<_>>(),
-        &std::fs::read(&export).unwrap(),
-    );
+    let mut args = vec!["diff"];
+    args.extend(with(&proposed, &["--current", &current, "-"]));
+    let piped = cli::run_stdin(&args, &std::fs::read(&export).unwrap());
     assert_eq!(
         stdout(&piped).lines().last(),
         Some(SUMMARY),
