@@ -34,11 +34,7 @@ pub struct DiffArgs {
     #[arg(long = "profile", value_name = "PATH", required = true)]
     profile: Vec<PathBuf>,
     /// The profile in force, as --profile [default: read from the cluster of --kubeconfig]
-    #[arg(
-        long = "current",
-        value_name = "PATH",
-        required_unless_present = "kubeconfig"
-    )]
+    #[arg(long = "current", value_name = "PATH")]
     current: Vec<PathBuf>,
     /// Read from this cluster, read-only, what no file gives: the profile in
     /// force (without --current), the workloads and namespaces (without INPUT)
@@ -101,20 +97,15 @@ pub fn run(args: DiffArgs) -> Result<ExitCode, String> {
 fn compare(args: &DiffArgs) -> Result<bool, String> {
     let new = compile_files(&args.profile, "--profile")?;
     let (current, objects) = read_sources(args)?;
-    let current_name = match &current {
-        Current::Files => "--current".to_string(),
-        Current::Cluster(..) => {
-            let (ns, name) = &args.profile_configmap;
-            format!("the profile in force (ConfigMap {ns}/{name} and Selectors)")
-        }
-    };
     let old = match current {
         Current::Files => compile_files(&args.current, "--current")?,
         Current::Cluster(manifests, notes) => {
             for note in notes {
                 eprintln!("note: {note}");
             }
-            super::compile(&manifests, &current_name).map_err(|e| {
+            let (ns, name) = &args.profile_configmap;
+            let source = format!("the profile in force (ConfigMap {ns}/{name} and Selectors)");
+            super::compile(&manifests, &source).map_err(|e| {
                 format!("{e}\n(the webhook keeps the last good profile, which cannot be read back: give it with --current)")
             })?
         }
