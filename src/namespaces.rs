@@ -98,6 +98,11 @@ impl StaticNamespaces {
         Ok(())
     }
 
+    /// Adds (or replaces) the namespaces of `other`.
+    pub fn extend(&mut self, other: StaticNamespaces) {
+        self.namespaces.extend(other.namespaces);
+    }
+
     /// Number of namespaces known.
     pub fn len(&self) -> usize {
         self.namespaces.len()

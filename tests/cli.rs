@@ -1036,3 +1036,47 @@ fn a_reader_that_stops_early_is_not_a_failure() {
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn check_takes_namespace_labels_from_namespace_objects_in_its_input() {
+    // A `kubectl get -A -o yaml` export holds the namespaces next to the
+    // workloads: fx-eci's label sends its Deployment frontend.
+    let export = fixture_path("diff/cluster.yaml").display().to_string();
+    let profile = example("eci-profile.yaml");
+    let out = run(&["check", "--profile", &profile, &export]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let frontend = text
+        .split("\n\n")
+        .find(|block| block.contains("Deployment fx-eci/frontend"))
+        .unwrap();
+    assert!(
+        frontend.contains("result:    MUTATED") && frontend.contains("eci-namespaces"),
+        "{frontend}"
+    );
+    assert!(!text.contains("labels unknown"), "{text}");
+    assert!(!stderr(&out).contains("Namespace"), "{}", stderr(&out));
+
+    // --namespaces-file wins over the input's Namespace objects.
+    let dir = tempfile::tempdir().unwrap();
+    let relabelled = dir.path().join("ns.yaml");
+    std::fs::write(
+        &relabelled,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: fx-eci, labels: {kubernetes.io/metadata.name: fx-eci}}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "check",
+        "--profile",
+        &profile,
+        "--namespaces-file",
+        relabelled.to_str().unwrap(),
+        &export,
+    ]);
+    let text = stdout(&out);
+    let frontend = text
+        .split("\n\n")
+        .find(|block| block.contains("Deployment fx-eci/frontend"))
+        .unwrap();
+    assert!(frontend.contains("result:    SKIPPED"), "{frontend}");
+}

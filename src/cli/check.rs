@@ -23,7 +23,8 @@ pub struct CheckArgs {
     /// Profile manifest (the ConfigMap and/or Selector objects) or mounted ConfigMap directory [default: the embedded default profile]
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
-    /// Namespace manifests giving namespace labels (e.g. `kubectl get ns -o yaml`)
+    /// Namespace manifests giving namespace labels (e.g. `kubectl get ns -o yaml`); Namespace
+    /// objects among the inputs count too, and this file wins
     #[arg(long, value_name = "FILE")]
     namespaces_file: Option<PathBuf>,
     /// What each namespace holds on virtual nodes, checked against budgets: a map
@@ -70,10 +71,21 @@ pub(crate) struct Case {
 
 pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
     let profile = super::load_profile(args.profile.as_deref())?;
-    let namespaces = match &args.namespaces_file {
-        Some(path) => read_namespaces(path)?,
-        None => StaticNamespaces::default(),
-    };
+    // Namespace objects among the inputs (a `kubectl get -A -o yaml`
+    // export), then --namespaces-file, which wins.
+    let mut namespaces = StaticNamespaces::default();
+    let mut cases = Vec::new();
+    for path in super::inputs(&args.inputs) {
+        read_cases(
+            &path,
+            args.namespace.as_deref(),
+            &mut cases,
+            &mut namespaces,
+        )?;
+    }
+    if let Some(path) = &args.namespaces_file {
+        namespaces.extend(read_namespaces(path)?);
+    }
     let usage = usage(args.usage_file.as_deref())?;
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let context = Context {
@@ -82,10 +94,6 @@ pub fn run(args: CheckArgs) -> Result<ExitCode, String> {
         namespaces: &namespaces,
         budgets: &Checking(&usage),
     };
-    let mut cases = Vec::new();
-    for path in super::inputs(&args.inputs) {
-        read_cases(&path, args.namespace.as_deref(), &mut cases)?;
-    }
     let mut out = String::new();
     for (i, case) in cases.iter().enumerate() {
         let review::Reviewed {
@@ -149,8 +157,14 @@ pub(crate) fn request_object(body: &[u8]) -> Value {
 }
 
 /// Reads one input into cases: an AdmissionReview is used byte for byte;
-/// pods and workloads become the request kube-apiserver would send.
-fn read_cases(path: &Path, namespace: Option<&str>, cases: &mut Vec<Case>) -> Result<(), String> {
+/// pods and workloads become the request kube-apiserver would send;
+/// Namespace objects go to `namespaces`.
+fn read_cases(
+    path: &Path,
+    namespace: Option<&str>,
+    cases: &mut Vec<Case>,
+    namespaces: &mut StaticNamespaces,
+) -> Result<(), String> {
     let name = if path == Path::new("-") {
         "<stdin>".to_string()
     } else {
@@ -172,7 +186,13 @@ fn read_cases(path: &Path, namespace: Option<&str>, cases: &mut Vec<Case>) -> Re
             yaml: false,
         }),
         Documents::Objects { documents, yaml } => {
-            for document in documents {
+            for document in workloads::flatten_lists(documents) {
+                if document["kind"] == "Namespace" {
+                    namespaces
+                        .insert_object(&document)
+                        .map_err(|e| format!("{name}: {e}"))?;
+                    continue;
+                }
                 add_document(&name, document, namespace, yaml, cases)?;
             }
         }
