@@ -609,6 +609,13 @@ async fn the_cluster_gives_the_profile_in_force_and_the_workloads() {
         "{}",
         stderr(&output)
     );
+    // Controllers are listed first, and what they own is dropped as it
+    // arrives: the ReplicaSet, the CronJob's Job and 4 pods.
+    assert!(
+        stderr(&output).contains("note: not judged: 6 owned by a workload judged instead\n"),
+        "{}",
+        stderr(&output)
+    );
 
     // Read-only, paged, and all allowed by the documented RBAC.
     let requests = world.lock().unwrap().requests.clone();
@@ -620,6 +627,15 @@ async fn the_cluster_gives_the_profile_in_force_and_the_workloads() {
             "{uri} is not allowed by manifests/examples/diff-reader-rbac.yaml"
         );
     }
+    let position = |prefix: &str| {
+        requests
+            .iter()
+            .position(|(_, uri)| uri.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} not asked: {requests:?}"))
+    };
+    assert!(position("/apis/apps/v1/deployments?") < position("/apis/apps/v1/replicasets?"));
+    assert!(position("/apis/batch/v1/cronjobs?") < position("/apis/batch/v1/jobs?"));
+    assert!(position("/apis/apps/v1/replicasets?") < position("/api/v1/pods?"));
     let pages = requests
         .iter()
         .filter(|(_, uri)| uri.starts_with("/api/v1/pods?"))

@@ -96,7 +96,7 @@ pub fn run(args: DiffArgs) -> Result<ExitCode, String> {
 /// Prints the comparison; returns whether anything changes.
 fn compare(args: &DiffArgs) -> Result<bool, String> {
     let new = compile_files(&args.profile, "--profile")?;
-    let (current, objects) = read_sources(args)?;
+    let (current, objects, owned) = read_sources(args)?;
     let old = match current {
         Current::Files => compile_files(&args.current, "--current")?,
         Current::Cluster(manifests, notes) => {
@@ -110,7 +110,8 @@ fn compare(args: &DiffArgs) -> Result<bool, String> {
             })?
         }
     };
-    let inventory = Inventory::from_objects(objects)?;
+    let mut inventory = Inventory::from_objects(objects)?;
+    inventory.owned += owned;
     note_left_out(&inventory, [&old, &new]);
     let exclusions = Exclusions::with_namespaces(args.exclude_namespaces.iter().cloned());
     let report = Report::new(
@@ -146,8 +147,9 @@ enum Current {
 }
 
 /// The profile in force (unless from files) and the inventory's objects,
-/// from files or, for what no file gives, from the cluster.
-fn read_sources(args: &DiffArgs) -> Result<(Current, Vec<Value>), String> {
+/// from files or, for what no file gives, from the cluster (with how many
+/// objects were left to their controller as they were listed).
+fn read_sources(args: &DiffArgs) -> Result<(Current, Vec<Value>, usize), String> {
     let mut objects = Vec::new();
     for path in &args.inputs {
         objects.extend(read_objects(path)?);
@@ -157,7 +159,7 @@ fn read_sources(args: &DiffArgs) -> Result<(Current, Vec<Value>), String> {
     }
     let needs_cluster = args.current.is_empty() || args.inputs.is_empty();
     let Some(kubeconfig) = args.kubeconfig.as_deref().filter(|_| needs_cluster) else {
-        return Ok((Current::Files, objects));
+        return Ok((Current::Files, objects, 0));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,10 +179,12 @@ fn read_sources(args: &DiffArgs) -> Result<(Current, Vec<Value>), String> {
         } else {
             Current::Files
         };
+        let mut owned = 0;
         if args.inputs.is_empty() {
-            objects = snapshot::inventory(&client).await?;
+            let listed = snapshot::inventory(&client).await?;
+            (objects, owned) = (listed.objects, listed.owned);
         }
-        Ok((current, objects))
+        Ok((current, objects, owned))
     })
 }
 

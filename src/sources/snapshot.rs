@@ -3,6 +3,8 @@
 //! namespaces, each kind listed in pages. Read-only: `get` on the ConfigMap,
 //! `get` on the `eci.aliyun.com` group, `list` on everything else.
 
+use std::collections::HashSet;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ReplicationController};
@@ -54,7 +56,9 @@ pub async fn profile_in_force(
         kind: KIND.into(),
         plural: super::selectors::PLURAL.into(),
     };
-    for object in list(client, &resource).await? {
+    let mut objects = Vec::new();
+    list(client, &resource, |object| objects.push(object)).await?;
+    for object in objects {
         let node = Node::from_json(&object);
         let compiled = compile_selector(&node, &Origin::None);
         if compiled.rule.is_some() {
@@ -76,28 +80,58 @@ pub async fn profile_in_force(
     Ok((manifests, notes))
 }
 
-/// Every Namespace, Pod and workload of the cluster (the kinds of
-/// [`crate::workloads::KINDS`]), each with its `kind`.
-pub async fn inventory(client: &kube::Client) -> Result<Vec<Value>, String> {
-    let mut objects = Vec::new();
-    for resource in &inventory_resources() {
-        objects.extend(list(client, resource).await?);
-    }
-    Ok(objects)
+/// What [`inventory`] read: the objects kept, and how many were left out
+/// because their controller had been listed before them.
+#[derive(Debug, Default)]
+pub struct Listed {
+    pub objects: Vec<Value>,
+    pub owned: usize,
 }
 
-/// What [`inventory`] lists.
+/// Every Namespace, Pod and workload of the cluster (the kinds of
+/// [`crate::workloads::KINDS`]), each with its `kind`. Controllers are
+/// listed before what they own, and an object whose controller was listed
+/// is dropped as its page arrives: a Deployment's ReplicaSets (up to
+/// `revisionHistoryLimit` of them) and their pods are never held, so memory
+/// follows the number of workloads, not of pods.
+pub async fn inventory(client: &kube::Client) -> Result<Listed, String> {
+    let mut listed = Listed::default();
+    let mut uids = HashSet::new();
+    for resource in &inventory_resources() {
+        list(client, resource, |object| {
+            if let Some(uid) = object["metadata"]["uid"].as_str() {
+                uids.insert(uid.to_string());
+            }
+            let owner_listed = object["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|owner| owner["controller"] == true)
+                .filter_map(|owner| owner["uid"].as_str())
+                .any(|uid| uids.contains(uid));
+            if owner_listed {
+                listed.owned += 1;
+            } else {
+                listed.objects.push(object);
+            }
+        })
+        .await?;
+    }
+    Ok(listed)
+}
+
+/// What [`inventory`] lists, owners before what they own.
 fn inventory_resources() -> [ApiResource; 9] {
     [
         ApiResource::erase::<Namespace>(&()),
-        ApiResource::erase::<Pod>(&()),
         ApiResource::erase::<Deployment>(&()),
-        ApiResource::erase::<ReplicaSet>(&()),
+        ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<StatefulSet>(&()),
         ApiResource::erase::<DaemonSet>(&()),
-        ApiResource::erase::<Job>(&()),
-        ApiResource::erase::<CronJob>(&()),
         ApiResource::erase::<ReplicationController>(&()),
+        ApiResource::erase::<ReplicaSet>(&()),
+        ApiResource::erase::<Job>(&()),
+        ApiResource::erase::<Pod>(&()),
     ]
 }
 
@@ -107,11 +141,15 @@ pub fn inventory_resource_names() -> Vec<String> {
     inventory_resources().iter().map(plural_name).collect()
 }
 
-/// Lists every object of `resource`, in every namespace, page by page;
-/// each object gets its `apiVersion` and `kind` (list items lack them).
-async fn list(client: &kube::Client, resource: &ApiResource) -> Result<Vec<Value>, String> {
+/// Lists every object of `resource`, in every namespace, page by page,
+/// giving each to `each` with its `apiVersion` and `kind` (list items lack
+/// them).
+async fn list(
+    client: &kube::Client,
+    resource: &ApiResource,
+    mut each: impl FnMut(Value),
+) -> Result<(), String> {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), resource);
-    let mut objects = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
     loop {
         let page = api
@@ -123,11 +161,11 @@ async fn list(client: &kube::Client, resource: &ApiResource) -> Result<Vec<Value
                 api_version: resource.api_version.clone(),
                 kind: resource.kind.clone(),
             });
-            objects.push(serde_json::to_value(object).expect("an object is JSON"));
+            each(serde_json::to_value(object).expect("an object is JSON"));
         }
         match page.metadata.continue_.filter(|token| !token.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(objects),
+            None => return Ok(()),
         }
     }
 }
