@@ -42,6 +42,14 @@ fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// Runs the test file at `path`, which must pass its `cases` cases.
+fn passes(path: &Path, cases: usize) {
+    let out = run(&["test", arg(path)]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let summary = format!("{cases} passed, 0 failed\n");
+    assert!(stdout(&out).ends_with(&summary), "{}", stdout(&out));
+}
+
 #[test]
 fn the_example_suite_passes() {
     let out = run(&["test", &example("tests")]);
@@ -529,13 +537,7 @@ fn the_readme_example_passes() {
     let path = dir.path().join("readme.yaml");
     let examples = format!("{}/", example(""));
     std::fs::write(&path, block.replace("../", &examples)).unwrap();
-    let out = run(&["test", arg(&path)]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).ends_with("3 passed, 0 failed\n"),
-        "{}",
-        stdout(&out)
-    );
+    passes(&path, 3);
 }
 
 /// The schema's skip reasons and policies are those the decision gives.
@@ -655,11 +657,5 @@ cases:
         ),
     )
     .unwrap();
-    let out = run(&["test", arg(&path)]);
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(
-        stdout(&out).ends_with("3 passed, 0 failed\n"),
-        "{}",
-        stdout(&out)
-    );
+    passes(&path, 3);
 }
