@@ -617,6 +617,14 @@ fn check_budgeted(test: &str, usage: Option<&Path>, pods: &[&str]) -> Output {
     run_stdin(&args, pods.join("---\n").as_bytes())
 }
 
+/// [`check_budgeted`], which must succeed: what it prints.
+fn check_budgeted_passes(test: &str, usage: Option<&Path>, pods: &[&str]) -> String {
+    let out = check_budgeted(test, usage, pods);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    text
+}
+
 #[test]
 fn check_holds_pods_to_budgets_with_the_usage_file() {
     let pod = budgeted_pod("web", "2");
@@ -625,9 +633,7 @@ fn check_holds_pods_to_budgets_with_the_usage_file() {
         "usage-full",
         "team-a:\n  pods: 40\n  requests.cpu: \"10\"\n  requests.memory: 20Gi\n",
     );
-    let out = check_budgeted("full", Some(&full), &[&pod]);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let text = check_budgeted_passes("full", Some(&full), &[&pod]);
     assert!(
         text.contains("result:    SKIPPED: left unchanged: budget of rule team-cap in namespace team-a: 40/40 pods"),
         "{text}"
@@ -653,9 +659,7 @@ fn check_holds_pods_to_budgets_with_the_usage_file() {
         "usage-below",
         "team-a: {pods: 12, cpu: 10, memory: 20Gi}\nteam-b: {pods: 40}\n",
     );
-    let out = check_budgeted("below", Some(&below), &[&pod]);
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let text = check_budgeted_passes("below", Some(&below), &[&pod]);
     assert!(text.contains("MUTATED: sent to a virtual node"), "{text}");
     assert!(
         text.contains("budget:    rule team-cap (each namespace it selects): 12/40 pods, 10/64 requests.cpu, 20Gi/64Gi requests.memory (namespace team-a)"),
@@ -667,13 +671,11 @@ fn check_holds_pods_to_budgets_with_the_usage_file() {
 #[test]
 fn check_holds_pods_to_budgets_without_usage_and_each_pod_on_its_own() {
     // Nothing in use: only a pod larger than the budget is over it.
-    let out = check_budgeted(
+    let text = check_budgeted_passes(
         "none",
         None,
         &[&budgeted_pod("small", "2"), &budgeted_pod("huge", "65")],
     );
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
     let (small, huge) = text.split_once("\n\n").expect("two pods");
     assert!(small.contains("MUTATED"), "{small}");
     assert!(
@@ -693,13 +695,11 @@ fn check_holds_pods_to_budgets_without_usage_and_each_pod_on_its_own() {
     // One place left: each pod of a run is checked against the file alone,
     // so both fit.
     let usage = write_temp("usage-one-left", r#"{"team-a": {"pods": 39}}"#);
-    let out = check_budgeted(
+    let text = check_budgeted_passes(
         "one-left",
         Some(&usage),
         &[&budgeted_pod("a", "1"), &budgeted_pod("b", "1")],
     );
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
     assert_eq!(text.matches("MUTATED").count(), 2, "{text}");
     assert_eq!(text.matches("39/40 pods").count(), 2, "{text}");
 }
@@ -724,13 +724,11 @@ fn check_counts_the_live_pods_of_a_pod_list() {
         item("done", "Succeeded")
     );
     let usage = write_temp("usage-pod-list", &list);
-    let out = check_budgeted(
+    let text = check_budgeted_passes(
         "pod-list",
         Some(&usage),
         &[&budgeted_pod("fits", "4"), &budgeted_pod("too-big", "5")],
     );
-    let text = stdout(&out);
-    assert!(out.status.success(), "{text}{}", stderr(&out));
     let (fits, too_big) = text.split_once("\n\n").expect("two pods");
     assert!(fits.contains("MUTATED"), "{fits}");
     assert!(

@@ -138,14 +138,7 @@ async fn list_or_watch_namespaces(
     RawQuery(query): RawQuery,
 ) -> Response {
     record(&state, "GET", "/api/v1/namespaces", &query);
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        accept.contains("as=PartialObjectMetadata"),
-        "metadata-only list/watch: {accept}"
-    );
+    common::assert_metadata_only(&headers);
     if is_watch(&query) {
         return watch_stream(state.namespace_watch.subscribe()).into_response();
     }

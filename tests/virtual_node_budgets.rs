@@ -147,14 +147,7 @@ async fn list_or_watch_nodes(
         &fake,
         format!("GET /api/v1/nodes?{}", query.clone().unwrap_or_default()),
     );
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    assert!(
-        accept.contains("as=PartialObjectMetadata"),
-        "metadata only: {accept}"
-    );
+    common::assert_metadata_only(&headers);
     let selector = label_selector(&query);
     assert!(!selector.is_empty(), "nodes are watched by label");
     if is_watch(&query) {

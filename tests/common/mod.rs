@@ -191,6 +191,19 @@ pub fn is_watch(query: &Option<String>) -> bool {
         .is_some_and(|q| q.split('&').any(|p| p == "watch=true"))
 }
 
+/// Asserts that a list or watch request asks for metadata only (the fake
+/// API servers), as a metadata watch does.
+pub fn assert_metadata_only(headers: &axum::http::HeaderMap) {
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        accept.contains("as=PartialObjectMetadata"),
+        "metadata-only list/watch: {accept}"
+    );
+}
+
 /// Waits until `condition` holds, checking every 20 ms, at most `limit`;
 /// whether it held.
 pub async fn eventually(limit: std::time::Duration, mut condition: impl FnMut() -> bool) -> bool {
