@@ -2,7 +2,6 @@
 //! AdmissionReview requests, through the same code path as the server.
 
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -165,20 +164,7 @@ fn read_cases(
     cases: &mut Vec<Case>,
     namespaces: &mut StaticNamespaces,
 ) -> Result<(), String> {
-    let name = if path == Path::new("-") {
-        "<stdin>".to_string()
-    } else {
-        path.display().to_string()
-    };
-    let text = if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{name}: cannot read: {e}"))?;
-        text
-    } else {
-        std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?
-    };
+    let (name, text) = super::read_input(path)?;
     match documents(&name, &text)? {
         Documents::Review(text) => cases.push(Case {
             label: name,
@@ -227,9 +213,9 @@ pub(crate) fn documents(name: &str, text: &str) -> Result<Documents, String> {
     })
 }
 
-/// Adds the request for one object (a pod, a workload's pod template, an
-/// AdmissionReview, or each item of a List); other kinds are left out with
-/// a note on stderr. `namespace` overrides the object's own.
+/// Adds the request for one object (a pod, a workload's pod template or an
+/// AdmissionReview; Lists are flattened by the callers); other kinds are
+/// left out with a note on stderr. `namespace` overrides the object's own.
 pub(crate) fn add_document(
     file: &str,
     document: Value,
@@ -250,12 +236,6 @@ pub(crate) fn add_document(
                 body,
                 yaml,
             });
-            return Ok(());
-        }
-        "List" => {
-            for item in document["items"].as_array().into_iter().flatten() {
-                add_document(file, item.clone(), namespace, yaml, cases)?;
-            }
             return Ok(());
         }
         "Pod" => document.clone(),

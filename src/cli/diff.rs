@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -203,18 +202,7 @@ fn compile_files(paths: &[PathBuf], flag: &str) -> Result<Profile, String> {
 
 /// The objects of one input file (`-`: standard input).
 fn read_objects(path: &Path) -> Result<Vec<Value>, String> {
-    let (name, text) = if path == Path::new("-") {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("<stdin>: cannot read: {e}"))?;
-        ("<stdin>".to_string(), text)
-    } else {
-        let name = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-        (name, text)
-    };
+    let (name, text) = super::read_input(path)?;
     workloads::parse_objects(&text).map_err(|e| format!("{name}: {e}"))
 }
 

@@ -175,6 +175,21 @@ fn print(text: &str) -> Result<(), String> {
     }
 }
 
+/// The name (`<stdin>` for `-`) and text of an input file.
+fn read_input(path: &Path) -> Result<(String, String), String> {
+    use std::io::Read as _;
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("<stdin>: cannot read: {e}"))?;
+        return Ok(("<stdin>".to_string(), text));
+    }
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+    Ok((name, text))
+}
+
 /// Files named on the command line, or `-` for standard input.
 fn inputs(paths: &[PathBuf]) -> Vec<PathBuf> {
     if paths.is_empty() {
